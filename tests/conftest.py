@@ -1,0 +1,56 @@
+"""Fixtures shared by every test package."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cbloop.settings import Settings, load_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+SettingsFactory = Callable[..., Settings]
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = (
+            _merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
+    return out
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> SettingsFactory:
+    """Settings rooted in a temp folder; keyword arguments are nested overrides.
+
+    make_settings(service={"api_keys": ["k"]}, experiments={"default": {"reward": {"wait_seconds": 5}}})
+    """
+
+    def factory(**overrides: Any) -> Settings:
+        data: dict[str, Any] = {
+            "storage": {"root": str(tmp_path / "data")},
+            "warehouse": {"path": str(tmp_path / "data" / "warehouse.duckdb")},
+            "pipeline": {"lock_path": str(tmp_path / "data" / "pipeline.lock")},
+            "logging": {"level": "INFO", "format": "text"},
+        }
+        data = _merge(data, overrides)
+        config = tmp_path / "config.yaml"
+        import yaml
+
+        config.write_text(yaml.safe_dump(data))
+        return load_settings(config, env={})
+
+    return factory
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory) -> Settings:
+    return make_settings()
