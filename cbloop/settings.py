@@ -195,7 +195,8 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
     config_path = path if path is not None else Path(env.get("CBLOOP_CONFIG", DEFAULT_CONFIG))
-    if path is not None or config_path.exists():
+    # An explicitly named file (argument or $CBLOOP_CONFIG) must exist; ./config.yaml may not.
+    if path is not None or "CBLOOP_CONFIG" in env or config_path.exists():
         try:
             loaded = yaml.safe_load(config_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -223,10 +224,16 @@ def _apply_override(data: dict[str, Any], key: str, raw: str) -> None:
             child = {}
             node[part] = child
         node = child
-    try:
-        # YAML scalars give the obvious typing: 8100 -> int, true -> bool, [a, b] -> list.
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else raw
-    except yaml.YAMLError:
+    text = raw.strip()
+    # Scalars stay strings for pydantic to coerce ("8100" -> int): YAML-parsing them would turn
+    # "--interactions :: -b 18" into a mapping and an API key "12345" into an int. Only flow
+    # collections ([a, b]) and null need YAML.
+    if text.startswith(("[", "{")) or text in ("null", "~"):
+        try:
+            node[parts[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            node[parts[-1]] = raw
+    else:
         node[parts[-1]] = raw
 
 

@@ -49,12 +49,12 @@ _WITH_VALUE = {
     "--cb_max_cost",
     "--max_prediction",
     "--min_prediction",
-    "--sort_features",
     "--link",
+    "-C",
+    "--constant",
 }
 _FLAGS = {
     "--noconstant",
-    "-C",
     "--adaptive",
     "--normalized",
     "--invariant",
@@ -67,7 +67,7 @@ _FLAGS = {
     "--permutations",
     "--leave_duplicate_interactions",
     "--baseline",
-    "--cb_adf_no_first",
+    "--sort_features",
     "--holdout_off",
     "--noop",
 }
@@ -105,7 +105,8 @@ def validate_user_args(args: str) -> list[str]:
     i = 0
     while i < len(tokens):
         tok = tokens[i]
-        flag, eq, _ = tok.partition("=")
+        # VW (boost) takes "--flag=value" but reads "-b=18" as the value "=18".
+        flag, eq, _ = tok.partition("=") if tok.startswith("--") else (tok, "", "")
         if flag in _EXPLORATION:
             raise VWArgsError(
                 f"VW argument {flag} is set through the experiment's 'exploration' section, "
@@ -121,6 +122,8 @@ def validate_user_args(args: str) -> list[str]:
                 f"VW argument {tok!r} is not allowed (file, input-format, model-path and "
                 "reduction flags are managed by cbloop)"
             )
+        elif eq:
+            raise VWArgsError(f"VW argument {flag} is a switch and takes no value")
         i += 1
     return tokens
 

@@ -128,17 +128,21 @@ class SegmentWriter:
             self._dirty = True
 
     def _open_segment(self, now: float) -> _Segment:
-        self._seq += 1
-        key = segment_key(self.kind, now, self.writer_id, self._seq)
-        closed_path = self.root / key
-        open_path = closed_path.with_name(closed_path.name[: -len(".jsonl")] + OPEN_SUFFIX)
-        try:
-            open_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(open_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        except OSError as exc:
-            raise EventLogError(f"could not open segment {open_path}: {exc}") from exc
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return _Segment(fd, open_path, closed_path, key, now)
+        while True:
+            self._seq += 1
+            key = segment_key(self.kind, now, self.writer_id, self._seq)
+            closed_path = self.root / key
+            open_path = closed_path.with_name(closed_path.name[: -len(".jsonl")] + OPEN_SUFFIX)
+            try:
+                open_path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(open_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+            except OSError as exc:
+                raise EventLogError(f"could not open segment {open_path}: {exc}") from exc
+            if _lock_if_still_linked(fd, open_path):
+                return _Segment(fd, open_path, closed_path, key, now)
+            # Between our create and our lock, a sibling's recover_orphans took the empty,
+            # unlocked file for a dead writer's and removes it; writing there would lose lines.
+            os.close(fd)
 
     # -- background: grouped fsync, age rotation, closing ------------------------------
     def _run(self) -> None:
@@ -167,14 +171,18 @@ class SegmentWriter:
         with self._lock:
             closing, self._closing = self._closing, []
         for seg in closing:
-            if self.settings.fsync != "never":
-                os.fsync(seg.fd)
-            os.close(seg.fd)
-            if seg.lines == 0:
-                seg.open_path.unlink(missing_ok=True)
-                continue
-            _truncate_partial_tail(seg.open_path)
-            os.rename(seg.open_path, seg.closed_path)
+            # Our fd holds the lock until the rename is done, so a sibling's recover_orphans
+            # cannot take (and rename) a segment we are still closing.
+            try:
+                if self.settings.fsync != "never":
+                    os.fsync(seg.fd)
+                if seg.lines == 0:
+                    seg.open_path.unlink(missing_ok=True)
+                    continue
+                _truncate_partial_tail(seg.open_path)
+                os.rename(seg.open_path, seg.closed_path)
+            finally:
+                os.close(seg.fd)
             self.segments_closed += 1
             logger.info(
                 "segment closed",
@@ -249,6 +257,16 @@ def _truncate_partial_tail(path: Path) -> int:
             end = start
         fh.truncate(0)
         return 0
+
+
+def _lock_if_still_linked(fd: int, path: Path) -> bool:
+    """Take the segment's lock; False if someone else holds it or the name is gone."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        ours, named = os.fstat(fd), os.stat(path)
+    except (BlockingIOError, FileNotFoundError):
+        return False
+    return (ours.st_dev, ours.st_ino) == (named.st_dev, named.st_ino)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -51,6 +51,7 @@ class LocalStore:
         os.close(fd)
         try:
             shutil.copyfile(path, tmp)
+            _fsync(tmp)  # as put_bytes: a crash must not leave a named but empty model file
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -66,7 +67,9 @@ class LocalStore:
 
     def list(self, prefix: str) -> list[ObjectInfo]:
         base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
-        start = base if base.is_dir() else base.parent
+        # Like S3, "models/default" also matches "models/defaults/..."; only "/" ends a folder.
+        at_folder = base == self.root or (prefix.endswith("/") and base.is_dir())
+        start = base if at_folder else base.parent
         if not start.exists():
             return []
         found = []
@@ -75,8 +78,11 @@ class LocalStore:
                 continue
             key = path.relative_to(self.root).as_posix()
             if key.startswith(prefix):
-                st = path.stat()
-                found.append(ObjectInfo(key, st.st_size, f"{st.st_mtime_ns}-{st.st_size}"))
+                try:
+                    st = path.stat()
+                except FileNotFoundError:  # renamed or deleted (e.g. a segment closing) mid-walk
+                    continue
+                found.append(ObjectInfo(key, st.st_size, _version(st)))
         return sorted(found, key=lambda o: o.key)
 
     def stat(self, key: str) -> ObjectInfo | None:
@@ -84,10 +90,24 @@ class LocalStore:
             st = self._path(key).stat()
         except FileNotFoundError:
             return None
-        return ObjectInfo(key, st.st_size, f"{st.st_mtime_ns}-{st.st_size}")
+        return ObjectInfo(key, st.st_size, _version(st))
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _version(st: os.stat_result) -> str:
+    # mtime ticks coarsely (ms), so two same-size writes can share it; every atomic
+    # replace brings a new inode, which tells them apart.
+    return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
