@@ -8,6 +8,7 @@ cheaply (`pointer_version`) and swap models without coordination.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import tempfile
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from cbloop.vw import open_workspace
 
 logger = logging.getLogger(__name__)
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 ModelState = Literal["trained", "deployed", "retired", "refused"]
 MODEL_FILE = "model.vw"
 METADATA_FILE = "metadata.json"
@@ -68,6 +70,9 @@ class ModelRegistry:
     # -- keys --------------------------------------------------------------------------
     @staticmethod
     def _dir(experiment: str, model_id: str) -> str:
+        for what, name in (("experiment", experiment), ("model id", model_id)):
+            if not _SAFE_NAME.fullmatch(name):
+                raise RegistryError(f"invalid {what} {name!r}: use letters, digits, . _ -")
         return f"models/{experiment}/{model_id}"
 
     @staticmethod

@@ -181,6 +181,11 @@ class SegmentWriter:
                     continue
                 _truncate_partial_tail(seg.open_path)
                 os.rename(seg.open_path, seg.closed_path)
+            except OSError:
+                # Left as an unlocked `.open` file, the next start's recover_orphans closes
+                # it; the rest of the batch must still be closed now.
+                logger.exception("could not close segment", extra={"key": seg.key})
+                continue
             finally:
                 os.close(seg.fd)
             self.segments_closed += 1
