@@ -16,10 +16,11 @@ def open_workspace(
     vw_args: str, model_path: Path | None = None, extra: str = ""
 ) -> vowpalwabbit.Workspace:
     """A `--dsjson` workspace for `vw_args`, optionally initialised from a model file."""
-    parts = [vw_args, "--dsjson --quiet", extra]
+    # An argument list, not a string: pyvw splits strings on whitespace, paths included.
+    args = [*shlex.split(vw_args), "--dsjson", "--quiet", *shlex.split(extra)]
     if model_path is not None:
-        parts.append(f"-i {shlex.quote(str(model_path))}")
+        args += ["-i", str(model_path)]
     try:
-        return vowpalwabbit.Workspace(" ".join(p for p in parts if p))
+        return vowpalwabbit.Workspace(arg_list=args)
     except RuntimeError as exc:  # VW reports bad model files and bad options as RuntimeError
         raise ModelLoadError(f"VW could not load {model_path or 'a fresh model'}: {exc}") from exc
