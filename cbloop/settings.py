@@ -113,7 +113,7 @@ class PromotionSettings(_Strict):
 
 
 class ExperimentSettings(_Strict):
-    vw_args: str = "--interactions :: -b 18"
+    vw_args: str = "--interactions :A -b 18"
     exploration: ExplorationSettings = ExplorationSettings()
     reward: RewardSettings = RewardSettings()
     split: SplitSettings = SplitSettings()

@@ -13,11 +13,11 @@ import bisect
 import csv
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -50,7 +50,7 @@ DEFAULT_BINS = 10
 # feature for the rows that have a number and bins the missing ones separately.
 _MISSING = frozenset({"", "?", "na", "n/a", "nan", "null", "none"})
 _MISSING_BIN = "na"
-_SNIFF_BYTES = 64 * 1024
+_SNIFF_LINES = 200
 _CSV_DELIMITERS = ",;\t|"
 # Fixed, so that the same table and seed always give byte-identical warm-start lines.
 WARM_START_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -156,7 +156,7 @@ def load_table(
 def _records(text: str) -> Iterator[tuple[int, list[str]]]:
     """(line number, cells) for every non-blank line, in the file's own dialect."""
     lines = text.splitlines()
-    delimiter = _sniff_delimiter(text[:_SNIFF_BYTES])
+    delimiter = _sniff_delimiter(lines[:_SNIFF_LINES])
     if delimiter is None:
         for number, line in enumerate(lines, start=1):
             if line.strip():
@@ -168,14 +168,16 @@ def _records(text: str) -> Iterator[tuple[int, list[str]]]:
             yield reader.line_num, [cell.strip() for cell in cells]
 
 
-def _sniff_delimiter(sample: str) -> str | None:
-    """The CSV delimiter, or None for whitespace-separated files like shuttle.trn."""
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=_CSV_DELIMITERS).delimiter
-    except csv.Error:
-        # The sniffer cannot find a consistent delimiter; only a one-column file has none,
-        # and that is not a labelled table either way, so whitespace splitting is the answer.
-        return None
+def _sniff_delimiter(sample: list[str]) -> str | None:
+    """The CSV delimiter, or None for whitespace-separated files like shuttle.trn.
+
+    The delimiter found on the most lines wins. csv.Sniffer is not used because it gives up on
+    exactly the files that need a clear error, e.g. one with a ragged row.
+    """
+    lines = [line for line in sample if line.strip()]
+    counts = {d: sum(d in line for line in lines) for d in _CSV_DELIMITERS}
+    best = max(_CSV_DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else None
 
 
 def _check_rectangular(records: list[tuple[int, list[str]]], path: Path) -> None:
@@ -245,7 +247,7 @@ def _split_label(
         if _is_missing(label):
             raise TableError(f"table file {path} line {number} has no label")
         labels.append(label)
-        rows.append(tuple(c for j, c in enumerate(cells) if j != label_index))
+        rows.append((*cells[:label_index], *cells[label_index + 1 :]))
     if len(set(labels)) < 2:
         raise TableError(
             f"table file {path} has fewer than 2 classes in column {names[label_index]!r}; "
@@ -273,7 +275,10 @@ class ColumnEncoding:
 
     def bin_of(self, cell: str) -> str:
         """The bin label ("q0", "q1", ... or "na") of a numeric cell."""
-        value = _as_number(cell)
+        return self.bin_of_value(_as_number(cell))
+
+    def bin_of_value(self, value: float | None) -> str:
+        """The bin label of an already parsed number (None = missing)."""
         if value is None:
             return _MISSING_BIN
         return f"q{bisect.bisect_right(self.edges, value)}"
@@ -303,7 +308,7 @@ class TableEncoder:
             if self.numeric and value is not None:
                 raw[column.name] = value
             if self.binned:
-                cats[column.name] = column.bin_of(cell)
+                cats[column.name] = column.bin_of_value(value)
         context: Context = {}
         if raw:
             context[NUMERIC_NAMESPACE] = raw
@@ -314,6 +319,46 @@ class TableEncoder:
     def action_payloads(self) -> list[dict[str, object]]:
         """The API action list: one action per class, id = the class label, no features."""
         return [{"id": action, "features": {}} for action in self.actions]
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready description, so a model's metadata can record how its rows were encoded."""
+        return {
+            "numeric": self.numeric,
+            "binned": self.binned,
+            "actions": list(self.actions),
+            "columns": [
+                {"name": c.name, "kind": c.kind, "edges": list(c.edges)} for c in self.columns
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TableEncoder:
+        """The inverse of `to_dict`; raises `TableError` on a malformed description."""
+        try:
+            columns = tuple(
+                ColumnEncoding(
+                    name=str(c["name"]),
+                    kind=_column_kind(c["kind"]),
+                    edges=tuple(float(e) for e in c["edges"]),
+                )
+                for c in data["columns"]
+            )
+            return cls(
+                columns=columns,
+                actions=tuple(str(a) for a in data["actions"]),
+                numeric=bool(data["numeric"]),
+                binned=bool(data["binned"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TableError(f"malformed table encoder description: {exc!r}") from exc
+
+
+def _column_kind(kind: object) -> Literal["numeric", "categorical"]:
+    if kind == "numeric":
+        return "numeric"
+    if kind == "categorical":
+        return "categorical"
+    raise TableError(f"unknown column kind {kind!r}")
 
 
 def fit_encoder(
@@ -332,17 +377,34 @@ def fit_encoder(
 
 
 def _fit_column(name: str, cells: list[str], bins: int) -> ColumnEncoding:
-    present = [c for c in cells if not _is_missing(c)]
-    values = [_as_number(c) for c in present]
-    numbers = [v for v in values if v is not None]
-    # One non-number makes the whole column categorical: a mixed column is usually codes.
-    if not numbers or len(numbers) != len(present):
+    numbers = _numeric_column(cells)
+    if numbers is None:
         return ColumnEncoding(name=name, kind="categorical")
-    cuts = np.quantile(np.asarray(numbers, dtype=np.float64), np.arange(1, bins) / bins)
+    cuts = np.quantile(numbers, np.arange(1, bins) / bins)
     # Heavy ties (shuttle's columns are mostly one value) collapse cut points; duplicates would
     # only make empty bins.
     edges = tuple(sorted({float(c) for c in cuts}))
     return ColumnEncoding(name=name, kind="numeric", edges=edges)
+
+
+def _numeric_column(cells: list[str]) -> np.ndarray[Any, np.dtype[np.float64]] | None:
+    """The column's numbers (missing cells dropped), or None if it is categorical."""
+    try:
+        # Fast path for the common all-numbers column; numpy parses the strings itself.
+        values = np.asarray(cells, dtype=np.float64)
+    except ValueError:
+        present = [c for c in cells if not _is_missing(c)]
+        parsed = [_as_number(c) for c in present]
+        # One non-number makes the whole column categorical: a mixed column is usually codes.
+        if not present or any(v is None for v in parsed):
+            return None
+        values = np.asarray(parsed, dtype=np.float64)
+    else:
+        # float("nan") parses, so NaN cells (missing) are dropped; infinities are not numbers.
+        values = values[~np.isnan(values)]
+        if values.size == 0 or not np.isfinite(values).all():
+            return None
+    return values
 
 
 def reward_for(label: str, action_id: str) -> float:
@@ -371,6 +433,8 @@ def logged_uniform_events(
     """
     if n < 0:
         raise TableError(f"number of events must be non-negative, got {n}")
+    if n and not len(table):
+        raise TableError("cannot log events on a table with no rows")
     encoder = encoder if encoder is not None else fit_encoder(table)
     rng = random.Random(seed)
     k = len(encoder.actions)
@@ -429,14 +493,16 @@ def _joined_line(
         sample_prob=sample_prob,
         deferred=False,
     )
-    # The joined-data contract: the decision line with the label keys first, because VW's
-    # streaming parser ignores labels that come after "c". `0.0 - reward` avoids a "-0.0" cost.
+    # The joined-data layout: the decision line with the label keys first, because VW's
+    # streaming parser ignores labels that come after "c". VW takes `_labelIndex` as the
+    # 0-based position of the chosen action in `_multi` (not in "a"): 0 would credit the reward
+    # to the first action whatever was chosen. `0.0 - reward` avoids a "-0.0" cost.
     labels = orjson.dumps(
         {
             "_label_cost": 0.0 - reward,
             "_label_probability": 1.0 / k,
             "_label_Action": chosen + 1,
-            "_labelIndex": 0,
+            "_labelIndex": chosen,
         }
     )
     return (labels[:-1] + b"," + decision[1:]).decode().rstrip("\n")

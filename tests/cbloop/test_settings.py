@@ -49,7 +49,7 @@ def test_defaults_load_without_any_config_file(
 def test_repository_config_yaml_is_valid_and_matches_defaults() -> None:
     settings = load_settings(REPO_CONFIG, env={})
     assert settings.service.port == 8000
-    assert settings.experiment("default").vw_args == "--interactions :: -b 18"
+    assert settings.experiment("default").vw_args == "--interactions :A -b 18"
     assert settings.experiment("default").reward.aggregation == "earliest"
 
 

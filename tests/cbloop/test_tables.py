@@ -13,6 +13,7 @@ from cbloop.tables import (
     BINNED_NAMESPACE,
     NUMERIC_NAMESPACE,
     LabelledTable,
+    TableEncoder,
     TableError,
     fit_encoder,
     load_table,
@@ -30,16 +31,15 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _synthetic_csv(path: Path, n: int, seed: int) -> Path:
-    """Three classes decided by x1's band, flipped by the categorical 'flip' column."""
+    """Three classes by x1's band, except that tag "special" is always "eel"; x2 is noise."""
     rng = np.random.default_rng(seed)
-    lines = ["x1,x2,flip,label"]
+    lines = ["x1,x2,tag,label"]
     for _ in range(n):
         x1, x2 = rng.uniform(0, 10), rng.normal(0, 1)
-        flip = str(rng.choice(["yes", "no"]))
+        tag = str(rng.choice(["plain", "plain", "plain", "special"]))
         band = 0 if x1 < 3.3 else (1 if x1 < 6.6 else 2)
-        if flip == "yes":
-            band = 2 - band
-        lines.append(f"{x1:.3f},{x2:.3f},{flip},{'cat dog eel'.split()[band]}")
+        label = "eel" if tag == "special" else ("cat", "dog", "eel")[band]
+        lines.append(f"{x1:.3f},{x2:.3f},{tag},{label}")
     return _write(path, "\n".join(lines) + "\n")
 
 
@@ -100,7 +100,7 @@ def test_numeric_labels_sort_by_value(tmp_path: Path) -> None:
         ("1,2,a\n3,4,b\n", "z", "has no header"),
         ("1,2,a\n3,4,a\n", None, "fewer than 2 classes"),
         ("", None, "has no rows"),
-        ("x,y,z\n", None, "no data rows"),
+        ("x,y,z\n", "z", "no data rows"),
         ("1\n2\n", None, "needs at least one attribute"),
         ("1,2,a\n3,4,?\n", None, "line 2 has no label"),
     ],
@@ -110,7 +110,7 @@ def test_bad_tables_raise_table_error_naming_the_problem(
 ) -> None:
     path = _write(tmp_path / "bad.csv", content)
     with pytest.raises(TableError, match=message):
-        load_table(path, label_col, header=None if "x,y,z" in content else False)
+        load_table(path, label_col)
 
 
 def test_missing_file_raises_table_error(tmp_path: Path) -> None:
@@ -122,10 +122,8 @@ def test_missing_file_raises_table_error(tmp_path: Path) -> None:
 
 
 def test_encoder_gives_raw_numbers_bins_and_categories(tmp_path: Path) -> None:
-    path = _write(
-        tmp_path / "t.csv",
-        "n,c,m,y\n" + "".join(f"{i},{'ab'[i % 2]},{i if i % 3 else '?'},{i % 2}\n" for i in range(20)),
-    )
+    body = "".join(f"{i},{'ab'[i % 2]},{i if i % 3 else '?'},{i % 2}\n" for i in range(20))
+    path = _write(tmp_path / "t.csv", "n,c,m,y\n" + body)
     encoder = fit_encoder(load_table(path), bins=4)
     assert [c.kind for c in encoder.columns] == ["numeric", "categorical", "numeric"]
     assert encoder.actions == ("0", "1")
@@ -145,7 +143,7 @@ def test_encoder_views_can_be_switched_off(tmp_path: Path) -> None:
     binned_only = fit_encoder(table, numeric=False).context(table.rows[0])
     numeric_only = fit_encoder(table, binned=False).context(table.rows[0])
     assert set(binned_only) == {BINNED_NAMESPACE}
-    assert set(numeric_only[BINNED_NAMESPACE]) == {"flip"}  # categories stay
+    assert set(numeric_only[BINNED_NAMESPACE]) == {"tag"}  # categories stay
     assert set(numeric_only[NUMERIC_NAMESPACE]) == {"x1", "x2"}
     with pytest.raises(TableError):
         fit_encoder(table, numeric=False, binned=False)
@@ -157,6 +155,15 @@ def test_encoder_is_deterministic_and_ignores_row_order(tmp_path: Path) -> None:
     first, second = fit_encoder(table), fit_encoder(shuffled)
     assert first == second
     assert [first.context(r) for r in table.rows] == [second.context(r) for r in table.rows]
+
+
+def test_encoder_description_round_trips_through_json(tmp_path: Path) -> None:
+    table = load_table(_synthetic_csv(tmp_path / "s.csv", 100, seed=5))
+    encoder = fit_encoder(table, numeric=False, bins=4)
+    restored = TableEncoder.from_dict(json.loads(json.dumps(encoder.to_dict())))
+    assert restored == encoder
+    with pytest.raises(TableError, match="malformed"):
+        TableEncoder.from_dict({"columns": [{"name": "x", "kind": "weird", "edges": []}]})
 
 
 def test_encoder_rejects_rows_of_the_wrong_width(tmp_path: Path) -> None:
@@ -193,6 +200,8 @@ def test_uniform_events_follow_the_joined_data_contract(tmp_path: Path) -> None:
         assert event["action_ids"] == list(encoder.actions) == ["cat", "dog", "eel"]
         assert sorted(event["a"]) == list(range(1, k + 1))
         assert event["_label_Action"] == event["a"][0]
+        # VW credits the cost to _multi[_labelIndex], so it is the chosen action's position.
+        assert event["_labelIndex"] == event["_label_Action"] - 1
         assert event["p"] == [1 / k] * k
         assert event["_label_probability"] == 1 / k
         assert event["c"]["_multi"] == [{"ActionId": {"id": a}} for a in encoder.actions]
@@ -219,12 +228,17 @@ def test_uniform_events_are_reproducible_and_cycle_through_rows(tmp_path: Path) 
     # Two full passes over 10 distinct rows: each row's context shows up exactly twice.
     assert sorted(contexts.count(c) for c in set(contexts)) == [2] * 10
     assert logged_uniform_events(small, 0, seed=1) == []
+    with pytest.raises(TableError, match="non-negative"):
+        logged_uniform_events(small, -1, seed=1)
+    with pytest.raises(TableError, match="no rows"):
+        logged_uniform_events(small.subset([]), 1, seed=1, encoder=fit_encoder(small))
     ids = [json.loads(x)["EventId"] for x in logged_uniform_events(small, 25, seed=1)]
     assert len(set(ids)) == 25
 
 
-def _greedy_accuracy(ws: vowpalwabbit.Workspace, table: LabelledTable) -> float:
-    encoder = fit_encoder(table)
+def _greedy_accuracy(
+    ws: vowpalwabbit.Workspace, table: LabelledTable, encoder: TableEncoder
+) -> float:
     hits = 0
     for row, label in zip(table.rows, table.labels, strict=True):
         c = {**encoder.context(row), "_multi": [{"ActionId": {"id": a}} for a in encoder.actions]}
@@ -237,11 +251,12 @@ def test_vw_learns_from_uniform_events_and_beats_uniform_on_held_out_rows(
     tmp_path: Path,
 ) -> None:
     train, test = _synthetic_split(tmp_path)
+    encoder = fit_encoder(train)
     ws = vowpalwabbit.Workspace(VW_ARGS)
-    untrained = _greedy_accuracy(ws, test)
-    for line in logged_uniform_events(train, 2000, seed=6, encoder=fit_encoder(train)):
+    untrained = _greedy_accuracy(ws, test, encoder)
+    for line in logged_uniform_events(train, 2000, seed=6, encoder=encoder):
         ws.learn(line)
-    accuracy = _greedy_accuracy(ws, test)
+    accuracy = _greedy_accuracy(ws, test, encoder)
     ws.finish()
     assert untrained < 0.5
     assert accuracy > 0.85  # uniform would be 1/3
@@ -258,6 +273,6 @@ def test_shuttle_loads_and_a_uniform_warm_start_beats_always_class_one() -> None
     ws = vowpalwabbit.Workspace(VW_ARGS)
     for line in logged_uniform_events(train, 3000, seed=8, encoder=encoder):
         ws.learn(line)
-    accuracy = _greedy_accuracy(ws, test)
+    accuracy = _greedy_accuracy(ws, test, encoder)
     ws.finish()
     assert accuracy > 0.85  # always choosing class 1 scores about 0.78
