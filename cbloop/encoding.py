@@ -95,3 +95,21 @@ def outcome_line(
         record["value"] = value
     record["idempotency_key"] = idempotency_key
     return orjson.dumps(record) + b"\n"
+
+
+def labelled_line(decision: bytes, *, chosen: int, probability: float, reward: float) -> bytes:
+    """A decision line turned into a learnable one (the joined-data layout), no newline.
+
+    The label keys go first because VW's streaming parser ignores labels after "c".
+    `_labelIndex` is the chosen action's 0-based position in `_multi`, which is where VW
+    credits the cost (not its position in "a"). `0.0 - reward` avoids writing a "-0.0" cost.
+    """
+    labels = orjson.dumps(
+        {
+            "_label_cost": 0.0 - reward,
+            "_label_probability": probability,
+            "_label_Action": chosen + 1,
+            "_labelIndex": chosen,
+        }
+    )
+    return labels[:-1] + b"," + decision[1:].rstrip(b"\n")

@@ -20,9 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import orjson
 
-from cbloop.encoding import build_vw_context, decision_line, encode_context, timestamp
+from cbloop.encoding import (
+    build_vw_context,
+    decision_line,
+    encode_context,
+    labelled_line,
+    timestamp,
+)
 
 __all__ = [
     "BINNED_NAMESPACE",
@@ -493,16 +498,4 @@ def _joined_line(
         sample_prob=sample_prob,
         deferred=False,
     )
-    # The joined-data layout: the decision line with the label keys first, because VW's
-    # streaming parser ignores labels that come after "c". VW takes `_labelIndex` as the
-    # 0-based position of the chosen action in `_multi` (not in "a"): 0 would credit the reward
-    # to the first action whatever was chosen. `0.0 - reward` avoids a "-0.0" cost.
-    labels = orjson.dumps(
-        {
-            "_label_cost": 0.0 - reward,
-            "_label_probability": 1.0 / k,
-            "_label_Action": chosen + 1,
-            "_labelIndex": chosen,
-        }
-    )
-    return (labels[:-1] + b"," + decision[1:]).decode().rstrip("\n")
+    return labelled_line(decision, chosen=chosen, probability=1.0 / k, reward=reward).decode()
