@@ -31,7 +31,8 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def make_settings(tmp_path: Path) -> SettingsFactory:
     """Settings rooted in a temp folder; keyword arguments are nested overrides.
 
-    make_settings(service={"api_keys": ["k"]}, experiments={"default": {"reward": {"wait_seconds": 5}}})
+    make_settings(service={"api_keys": ["k"]},
+                  experiments={"default": {"reward": {"wait_seconds": 5}}})
     """
 
     def factory(**overrides: Any) -> Settings:

@@ -1,9 +1,139 @@
-"""Placeholder: filled in by the owner of this area."""
+"""`cbloop migrate | ingest | join | report`: the warehouse side of the pipeline."""
 
 from __future__ import annotations
 
+import logging
+from typing import Annotated, cast
+
+import orjson
 import typer
+
+from cbloop.cli.common import ConfigOption, fail, settings_from
+
+logger = logging.getLogger(__name__)
 
 
 def register(app: typer.Typer) -> None:
-    del app
+    @app.command()
+    def migrate(config: ConfigOption = None) -> None:
+        """Create or upgrade the warehouse schema (every pipeline command also does this)."""
+        from pipeline.warehouse import WarehouseError, applied_migrations, connect
+
+        settings = settings_from(config)
+        try:
+            con = connect(settings.warehouse)
+        except WarehouseError as exc:
+            fail(str(exc))
+        try:
+            for version, name, applied_at in applied_migrations(con):
+                typer.echo(f"{version:04d}_{name}  applied {applied_at:%Y-%m-%d %H:%M:%S}Z")
+        finally:
+            con.close()
+
+    @app.command()
+    def ingest(config: ConfigOption = None) -> None:
+        """Load every closed decision and outcome segment not loaded yet (exactly once)."""
+        from cbloop.storage import StorageError, open_store
+        from pipeline.ingest import ingest as run_ingest
+        from pipeline.warehouse import WarehouseError, connect
+
+        settings = settings_from(config)
+        try:
+            con = connect(settings.warehouse)
+        except WarehouseError as exc:
+            fail(str(exc))
+        try:
+            result = run_ingest(con, open_store(settings.storage))
+        except StorageError as exc:
+            fail(f"could not read the event log: {exc}")
+        finally:
+            con.close()
+        typer.echo(
+            f"ingested {result.segments} segments: {result.decision_lines} decisions, "
+            f"{result.outcome_lines} outcomes, {result.rejected_lines} rejected lines"
+        )
+
+    @app.command()
+    def join(
+        experiment: Annotated[
+            str, typer.Option("--experiment", "-e", help="Experiment to join")
+        ] = "default",
+        as_of: Annotated[
+            str | None,
+            typer.Option(
+                "--as-of",
+                help="Join decisions whose reward window closed by this ISO-8601 time "
+                "(UTC unless it has an offset; default: now)",
+            ),
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON")] = False,
+        config: ConfigOption = None,
+    ) -> None:
+        """Join decisions to their rewards and export train/eval DSJSON for VW."""
+        from cbloop.settings import SettingsError
+        from cbloop.storage import StorageError, open_store
+        from pipeline.export import ExportError
+        from pipeline.join import JoinError, parse_as_of, run_join
+        from pipeline.warehouse import WarehouseError, connect
+
+        settings = settings_from(config)
+        try:
+            exp_settings = settings.experiment(experiment)
+            moment = parse_as_of(as_of) if as_of is not None else None
+        except (SettingsError, JoinError) as exc:
+            fail(str(exc))
+        try:
+            con = connect(settings.warehouse)
+        except WarehouseError as exc:
+            fail(str(exc))
+        try:
+            result = run_join(
+                con, open_store(settings.storage), experiment, exp_settings, as_of=moment
+            )
+        except (StorageError, ExportError) as exc:
+            fail(str(exc))
+        finally:
+            con.close()
+        if as_json:
+            typer.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
+            return
+        typer.echo(
+            f"join {result.join_id}: {result.joined} joined ({result.rewarded} rewarded, "
+            f"{result.defaulted} defaulted), {result.skipped} skipped, "
+            f"{result.train_events} train / {result.eval_events} eval; "
+            f"rewards: {result.rewards_used} used, {result.late_rewards} late, "
+            f"{result.early_rewards} early, {result.orphan_rewards} orphan, "
+            f"{result.duplicate_rewards} duplicate; "
+            f"{result.duplicate_decisions} duplicate decisions"
+        )
+        typer.echo(f"  {result.train_key}\n  {result.eval_key}")
+
+    @app.command()
+    def report(
+        experiment: Annotated[
+            str, typer.Option("--experiment", "-e", help="Experiment to report on")
+        ] = "default",
+        fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | csv")] = "table",
+        by: Annotated[
+            str, typer.Option("--by", help="Rows per: hour (and model) | model | experiment")
+        ] = "hour",
+        config: ConfigOption = None,
+    ) -> None:
+        """Per hour/model/experiment: decisions, rewards (95% CI), exploration, late rewards."""
+        from pipeline.report import Format, Grouping, experiment_report, render
+        from pipeline.warehouse import WarehouseError, connect
+
+        if fmt not in ("table", "json", "csv"):
+            fail(f"--format must be table, json or csv, not {fmt!r}")
+        if by not in ("hour", "model", "experiment"):
+            fail(f"--by must be hour, model or experiment, not {by!r}")
+        settings = settings_from(config)
+        try:
+            con = connect(settings.warehouse)
+        except WarehouseError as exc:
+            fail(str(exc))
+        try:
+            result = experiment_report(con, experiment, cast(Grouping, by))
+        finally:
+            con.close()
+        typer.echo(render(result, cast(Format, fmt)))

@@ -1,0 +1,78 @@
+"""Fixtures of the learning-loop tests: settings for a synthetic world, and a way to log events
+and run the real ingest and join over them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import Result
+from learning_world import LoggedBatch, Policy, uniform, write_events
+from typer.testing import CliRunner
+
+from cbloop.cli.main import app
+from cbloop.settings import Settings
+from pipeline.ingest import ingest
+from pipeline.join import JoinResult, run_join
+from pipeline.warehouse import connect
+
+LogAndJoin = Callable[..., tuple[LoggedBatch, JoinResult]]
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Callable[..., Result]:
+    """Run a cbloop command with the test's config.yaml.
+
+    Commands point the root logger at the stream they ran with (CliRunner's, closed
+    afterwards); the test's handlers are put back so later log calls keep working.
+    """
+
+    def run(*args: str) -> Result:
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        try:
+            return CliRunner().invoke(app, [*args, "--config", str(tmp_path / "config.yaml")])
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+
+    return run
+
+
+@pytest.fixture
+def lsettings(make_settings: Callable[..., Settings]) -> Settings:
+    """Events logged minutes ago are joinable at once; small promotion minimum."""
+    return make_settings(
+        experiments={
+            "default": {
+                "vw_args": "--interactions :: -b 18",
+                "reward": {"wait_seconds": 60, "backward_seconds": 3600},
+                "promotion": {"estimator": "dr", "min_events": 50, "margin": 0.0},
+            }
+        }
+    )
+
+
+@pytest.fixture
+def log_and_join(lsettings: Settings) -> LogAndJoin:
+    """Log `n` events of `policy` (seeded) and join everything logged so far."""
+
+    def run(
+        n: int, *, seed: int, policy: Policy = uniform, **kw: Any
+    ) -> tuple[LoggedBatch, JoinResult]:
+        batch = write_events(lsettings.storage.root, n, seed=seed, policy=policy, **kw)
+        from cbloop.storage import open_store
+
+        store = open_store(lsettings.storage)
+        con = connect(lsettings.warehouse)
+        try:
+            ingest(con, store)
+            job = run_join(con, store, "default", lsettings.experiment("default"))
+        finally:
+            con.close()
+        return batch, job
+
+    return run
