@@ -112,12 +112,20 @@ class PromotionSettings(_Strict):
     min_events: int = Field(100, ge=0)
 
 
+class EvaluationSettings(_Strict):
+    #: Evaluate candidates on the eval splits of only the newest N joins (None: every join).
+    #: Fewer joins track recent traffic and give intervals about the next rounds' reward;
+    #: more joins give tighter intervals about the policy's long-run value.
+    recent_joins: int | None = Field(None, ge=1)
+
+
 class ExperimentSettings(_Strict):
     vw_args: str = "--interactions :A -b 18"
     exploration: ExplorationSettings = ExplorationSettings()
     reward: RewardSettings = RewardSettings()
     split: SplitSettings = SplitSettings()
     promotion: PromotionSettings = PromotionSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
 
     @field_validator("vw_args")
     @classmethod

@@ -145,6 +145,9 @@ def _evaluate(ctx: _Context) -> StepResult:
     if any(e.get("deployed_model_id") == current_id for e in candidate.evaluations):
         return StepResult("skipped", f"{candidate.model_id} already evaluated against {current_id}")
     splits = [j.eval_split() for j in finished_joins(ctx.con, ctx.name) if j.eval_events > 0]
+    recent = ctx.settings.experiment(ctx.name).evaluation.recent_joins
+    if recent is not None:
+        splits = splits[-recent:]
     if not splits:
         return StepResult("skipped", "no eval events yet")
     record = evaluate_candidate(

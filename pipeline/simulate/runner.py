@@ -69,6 +69,11 @@ REWARD_WAIT_SECONDS = 1.0
 #: A round adds 20% of its events to the eval split (about 60 for a round of 300); the default
 #: of 100 would keep the first candidates of short rounds from being judged at all.
 PROMOTION_MIN_EVENTS = 50
+#: As the reference workflow did, each round's candidate is judged on the newest round's eval
+#: split: its interval then speaks of the traffic the next round will see, and stays wide
+#: enough to be compared with one round's realized mean (all rounds' eval data together give
+#: an interval of the long-run value far narrower than a round's own sampling noise).
+EVAL_RECENT_JOINS = 1
 
 
 class SimulationError(RuntimeError):
@@ -154,6 +159,9 @@ def experiment_settings(world: World) -> dict[str, Any]:
     promotion = dict(config.get("promotion", {}))
     promotion.setdefault("min_events", PROMOTION_MIN_EVENTS)
     config["promotion"] = promotion
+    evaluation = dict(config.get("evaluation", {}))
+    evaluation.setdefault("recent_joins", EVAL_RECENT_JOINS)
+    config["evaluation"] = evaluation
     return config
 
 
