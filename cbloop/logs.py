@@ -11,7 +11,12 @@ import orjson
 from cbloop.settings import LoggingSettings
 
 # Attributes every LogRecord has; anything else was passed through `extra=` and is data.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# uvicorn adds `color_message`, a terminal-colored copy of the message, to its records.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):

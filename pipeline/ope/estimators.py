@@ -10,6 +10,18 @@ requested two-sided confidence (1.96 for 95 %). For estimators that are means of
 per-event terms t_i (IPS, DR, on-policy mean) std_error = s / sqrt(n) with s the sample
 standard deviation (ddof=1) of t_i. SNIPS is a ratio and uses the delta method.
 
+Small samples with binary rewards: when every reward is 0 or 1, the variance used is
+max(sample variance, Bernoulli noise floor). The floor is the variance the reward noise
+w_i r_i carries (a lower bound on Var(t_i) by the law of total variance), with rates taken
+through Agresti-Coull pseudo-observations so that a sample without a single failure (or
+success) does not pass for a noiseless one. DR uses the reward model's rate per event;
+IPS/SNIPS, which must not depend on a reward model, the least noise that ess Bernoulli
+trials cannot rule out:
+    std_error = sqrt(max(s^2 / n, floor))           (IPS, DR, on-policy mean)
+    std_error = sqrt(max(delta-method var, floor))  (SNIPS)
+See pipeline.ope.noise_floor for the floors' formulas and references. Point estimates are
+unaffected; with non-binary rewards nothing changes.
+
 When a quantity is undefined (std_error with one event; SNIPS when every weight is zero) it
 is NaN: a NaN lower bound never compares greater than anything, so a promotion rule cannot
 be passed by an estimate that carries no information.
@@ -24,6 +36,8 @@ References:
     Swaminathan & Joachims (2015), "The self-normalized estimator for counterfactual
         learning", NeurIPS (SNIPS).
     Dudik, Langford & Li (2011), "Doubly robust policy evaluation and learning", ICML (DR).
+    Agresti & Coull (1998), "Approximate is better than 'exact' for interval estimation of
+        binomial proportions", The American Statistician 52(2) (the floors' pseudo-counts).
     Saito et al. (2021), "Open Bandit Dataset and Pipeline", NeurIPS Datasets & Benchmarks
         (the estimator-object layout this module follows in spirit).
 """
@@ -39,6 +53,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from pipeline.ope.feedback import BanditFeedback, FloatArray, InvalidFeedback
+from pipeline.ope.noise_floor import dr_variance_floor, ips_variance_floor, snips_variance_floor
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +67,13 @@ class Estimate:
     Attributes:
         name: estimator name ("ips", "snips", "dr", "logging").
         value: point estimate of the expected reward per event.
-        ci_low, ci_high: two-sided normal-approximation confidence interval.
+        ci_low, ci_high: two-sided normal-approximation confidence interval
+            value +/- z * std_error.
         n: number of events used.
         ess: effective sample size (sum w)^2 / sum w^2 of the importance weights.
         max_weight: largest importance weight.
-        std_error: estimated standard error of `value`.
+        std_error: estimated standard error of `value` (with binary rewards never below
+            the Bernoulli noise floor, see pipeline.ope.noise_floor).
     """
 
     name: str
@@ -105,6 +122,13 @@ def _std_error_of_mean(terms: FloatArray) -> float:
     return float(terms.std(ddof=1)) / math.sqrt(n)
 
 
+def _floored(std_error: float, variance_floor: float) -> float:
+    """sqrt(max(std_error^2, floor)); an undefined (NaN) standard error stays undefined."""
+    if math.isnan(std_error):
+        return std_error
+    return math.sqrt(max(std_error * std_error, variance_floor))
+
+
 def _estimate(
     name: str, value: float, std_error: float, weights: FloatArray, confidence: float
 ) -> Estimate:
@@ -126,7 +150,10 @@ class IPS:
     """Inverse propensity scoring.
 
     V_IPS = (1/n) sum_i w_i r_i, unbiased when mu_i > 0 wherever pi puts mass.
-    std_error = sd(w_i r_i) / sqrt(n) (sample sd, ddof=1).
+    std_error = sd(w_i r_i) / sqrt(n) (sample sd, ddof=1); with binary rewards
+    std_error^2 = max(sd^2 / n, delta (1 - delta) sum_i w_i^2 / n^2),
+    delta = (z^2/2) / (ess + z^2), the Agresti-Coull noise of an all-success sample
+    (pipeline.ope.noise_floor.ips_variance_floor).
     """
 
     confidence: float = DEFAULT_CONFIDENCE
@@ -138,9 +165,9 @@ class IPS:
     def estimate(self, fb: BanditFeedback) -> Estimate:
         w = fb.weights
         terms = w * fb.reward
-        return _estimate(
-            self.name, float(terms.mean()), _std_error_of_mean(terms), w, self.confidence
-        )
+        floor = ips_variance_floor(fb.reward, w, z_value(self.confidence))
+        std_error = _floored(_std_error_of_mean(terms), floor)
+        return _estimate(self.name, float(terms.mean()), std_error, w, self.confidence)
 
 
 @dataclass(frozen=True)
@@ -149,7 +176,9 @@ class SNIPS:
 
     V_SNIPS = sum_i w_i r_i / sum_i w_i (biased but consistent; bounded by the reward range).
     Delta-method variance of the ratio (Owen 2013, eq. 9.8):
-        std_error^2 = sum_i w_i^2 (r_i - V_SNIPS)^2 / (sum_i w_i)^2.
+        std_error^2 = sum_i w_i^2 (r_i - V_SNIPS)^2 / (sum_i w_i)^2,
+    with binary rewards at least delta (1 - delta) / ess, delta = (z^2/2) / (ess + z^2)
+    (pipeline.ope.noise_floor.snips_variance_floor).
     Undefined (NaN) when every weight is zero, i.e. the target policy never picks a logged
     action.
     """
@@ -169,6 +198,9 @@ class SNIPS:
         value = float(np.dot(w, fb.reward)) / total
         resid = w * (fb.reward - value)
         std_error = math.sqrt(float(np.dot(resid, resid))) / total if fb.n >= 2 else math.nan
+        std_error = _floored(
+            std_error, snips_variance_floor(fb.reward, w, z_value(self.confidence))
+        )
         return _estimate(self.name, value, std_error, w, self.confidence)
 
 
@@ -179,7 +211,11 @@ class DR:
     V_DR = (1/n) sum_i [ g_i + w_i (r_i - r_hat_i) ], unbiased if either the propensities or
     the reward model are correct; with a cross-fitted reward model (no event scored by a model
     fitted on it) the per-event terms stay independent, so
-    std_error = sd(terms) / sqrt(n) (sample sd, ddof=1).
+    std_error = sd(terms) / sqrt(n) (sample sd, ddof=1); with binary rewards
+    std_error^2 = max(sd^2 / n, floor), floor = sum_i w_i^2 max(r_hat_i (1 - r_hat_i),
+    delta (1 - delta)) / n^2, delta = (z^2/2) / (ess + z^2): the reward noise that
+    w_i (r_i - r_hat_i) carries, which an all-success sample does not show
+    (pipeline.ope.noise_floor.dr_variance_floor).
     Needs `dm_logged` (r_hat_i) and `dm_policy` (g_i) in the feedback.
     """
 
@@ -196,16 +232,18 @@ class DR:
             raise InvalidFeedback("dm_policy", "DR needs reward-model estimates")
         w = fb.weights
         terms = fb.dm_policy + w * (fb.reward - fb.dm_logged)
-        return _estimate(
-            self.name, float(terms.mean()), _std_error_of_mean(terms), w, self.confidence
-        )
+        floor = dr_variance_floor(fb.reward, w, fb.dm_logged, z_value(self.confidence))
+        std_error = _floored(_std_error_of_mean(terms), floor)
+        return _estimate(self.name, float(terms.mean()), std_error, w, self.confidence)
 
 
 @dataclass(frozen=True)
 class LoggingPolicyMean:
     """On-policy value of the logging policy: the mean observed reward.
 
-    V = (1/n) sum_i r_i, std_error = sd(r_i) / sqrt(n). All weights are 1, so ess = n.
+    V = (1/n) sum_i r_i, std_error = sd(r_i) / sqrt(n), with binary rewards at least
+    sqrt(delta (1 - delta) / n), delta = (z^2/2) / (n + z^2): the Agresti-Coull standard error
+    of an all-success sample. All weights are 1, so ess = n.
     """
 
     confidence: float = DEFAULT_CONFIDENCE
@@ -219,14 +257,19 @@ class LoggingPolicyMean:
 
 
 def on_policy_mean(reward: FloatArray, *, confidence: float = DEFAULT_CONFIDENCE) -> Estimate:
-    """Mean reward with a normal-approximation interval (the logging policy's own value)."""
+    """Mean reward with a normal-approximation interval (the logging policy's own value).
+
+    IPS with every weight 1, including its binary-reward noise floor.
+    """
     r = np.asarray(reward, dtype=np.float64)
     if r.ndim != 1 or r.shape[0] == 0:
         raise InvalidFeedback("reward", "needs a non-empty one-dimensional array")
     if not np.isfinite(r).all():
         raise InvalidFeedback("reward", "contains non-finite values")
     ones = np.ones_like(r)
-    return _estimate("logging", float(r.mean()), _std_error_of_mean(r), ones, confidence)
+    floor = ips_variance_floor(r, ones, z_value(confidence))
+    std_error = _floored(_std_error_of_mean(r), floor)
+    return _estimate("logging", float(r.mean()), std_error, ones, confidence)
 
 
 def default_estimators(confidence: float = DEFAULT_CONFIDENCE) -> tuple[Estimator, ...]:

@@ -18,6 +18,7 @@ from service_helpers import (
     train_model,
 )
 
+from cbloop.encoding import labelled_line
 from cbloop.registry import ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
@@ -142,14 +143,26 @@ def test_decision_line_is_read_by_vw_dsjson_parser(client: TestClient, read_log:
     assert len(examples) == 1 + 3  # the shared context plus one example per action
     ws.finish_example(examples)
     assert len(ws.predict(raw)) == 3
-    # As training data (the joined form puts the label first), VW learns from it.
-    decision = orjson.loads(raw)
-    labelled = (
-        f'{{"_label_cost":-1.0,"_label_probability":{decision["p"][0]},'
-        f'"_label_Action":{decision["a"][0]},"_labelIndex":0,' + raw[1:]
-    )
-    ws.learn(labelled)
     ws.finish()
+
+
+def test_logged_decision_becomes_training_data_vw_learns_from(
+    client: TestClient, read_log: ReadLog
+) -> None:
+    client.post("/v1/rank", json=rank_body(n_actions=3, event_id="learn-me"))
+    settings = client.app.state.service.settings  # type: ignore[attr-defined]
+    raw = _line_text(settings.storage.root, "learn-me").encode()
+    decision = orjson.loads(raw)
+    chosen = decision["a"][0] - 1
+    learner = vowpalwabbit.Workspace("--cb_explore_adf --dsjson --quiet --epsilon 0.2")
+    line = labelled_line(raw, chosen=chosen, probability=decision["p"][0], reward=1.0).decode()
+    for _ in range(5):
+        learner.learn(line)
+    pmf = learner.predict(raw.decode())
+    learner.finish()
+    # Greedy on the rewarded action: it gets 1 - epsilon + epsilon / 3, every other epsilon / 3.
+    assert max(range(3), key=pmf.__getitem__) == chosen
+    assert pmf[chosen] == pytest.approx(0.8 + 0.2 / 3, abs=1e-6)
 
 
 def test_event_id_is_generated_when_absent(client: TestClient, read_log: ReadLog) -> None:
