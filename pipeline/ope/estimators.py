@@ -11,16 +11,16 @@ per-event terms t_i (IPS, DR, on-policy mean) std_error = s / sqrt(n) with s the
 standard deviation (ddof=1) of t_i. SNIPS is a ratio and uses the delta method.
 
 Small samples with binary rewards: when every reward is 0 or 1, the variance used is
-max(sample variance, Bernoulli noise floor). The floor is the variance the reward noise
-w_i r_i carries (a lower bound on Var(t_i) by the law of total variance), with rates taken
-through Agresti-Coull pseudo-observations so that a sample without a single failure (or
-success) does not pass for a noiseless one. DR uses the reward model's rate per event;
-IPS/SNIPS, which must not depend on a reward model, the least noise that ess Bernoulli
-trials cannot rule out:
-    std_error = sqrt(max(s^2 / n, floor))           (IPS, DR, on-policy mean)
-    std_error = sqrt(max(delta-method var, floor))  (SNIPS)
-See pipeline.ope.noise_floor for the floors' formulas and references. Point estimates are
-unaffected; with non-binary rewards nothing changes.
+max(sample variance, Bernoulli noise floor), so that a sample without a single failure (or
+success) does not pass for a noiseless one. The floor is the reward noise sum_i w_i^2 m_i
+(1 - m_i) / n^2 every term carries (a lower bound by the law of total variance), at the
+least noise m (1 - m) = delta (1 - delta) that ess Bernoulli trials cannot rule out,
+delta = (z^2/2) / (ess + z^2) (Agresti-Coull pseudo-observations):
+    std_error = sqrt(max(s^2 / n, delta (1 - delta) sum w^2 / n^2))   (IPS, DR, on-policy)
+    std_error = sqrt(max(delta-method var, delta (1 - delta) / ess))  (SNIPS)
+It binds only when (almost) no failure or success shows up. See pipeline.ope.noise_floor
+for the derivation and references. Point estimates are unaffected; with non-binary rewards
+nothing changes.
 
 When a quantity is undefined (std_error with one event; SNIPS when every weight is zero) it
 is NaN: a NaN lower bound never compares greater than anything, so a promotion rule cannot
@@ -53,7 +53,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from pipeline.ope.feedback import BanditFeedback, FloatArray, InvalidFeedback
-from pipeline.ope.noise_floor import dr_variance_floor, ips_variance_floor, snips_variance_floor
+from pipeline.ope.noise_floor import mean_variance_floor, ratio_variance_floor
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class IPS:
     std_error = sd(w_i r_i) / sqrt(n) (sample sd, ddof=1); with binary rewards
     std_error^2 = max(sd^2 / n, delta (1 - delta) sum_i w_i^2 / n^2),
     delta = (z^2/2) / (ess + z^2), the Agresti-Coull noise of an all-success sample
-    (pipeline.ope.noise_floor.ips_variance_floor).
+    (pipeline.ope.noise_floor.mean_variance_floor).
     """
 
     confidence: float = DEFAULT_CONFIDENCE
@@ -165,7 +165,7 @@ class IPS:
     def estimate(self, fb: BanditFeedback) -> Estimate:
         w = fb.weights
         terms = w * fb.reward
-        floor = ips_variance_floor(fb.reward, w, z_value(self.confidence))
+        floor = mean_variance_floor(fb.reward, w, z_value(self.confidence))
         std_error = _floored(_std_error_of_mean(terms), floor)
         return _estimate(self.name, float(terms.mean()), std_error, w, self.confidence)
 
@@ -178,7 +178,7 @@ class SNIPS:
     Delta-method variance of the ratio (Owen 2013, eq. 9.8):
         std_error^2 = sum_i w_i^2 (r_i - V_SNIPS)^2 / (sum_i w_i)^2,
     with binary rewards at least delta (1 - delta) / ess, delta = (z^2/2) / (ess + z^2)
-    (pipeline.ope.noise_floor.snips_variance_floor).
+    (pipeline.ope.noise_floor.ratio_variance_floor).
     Undefined (NaN) when every weight is zero, i.e. the target policy never picks a logged
     action.
     """
@@ -199,7 +199,7 @@ class SNIPS:
         resid = w * (fb.reward - value)
         std_error = math.sqrt(float(np.dot(resid, resid))) / total if fb.n >= 2 else math.nan
         std_error = _floored(
-            std_error, snips_variance_floor(fb.reward, w, z_value(self.confidence))
+            std_error, ratio_variance_floor(fb.reward, w, z_value(self.confidence))
         )
         return _estimate(self.name, value, std_error, w, self.confidence)
 
@@ -212,10 +212,10 @@ class DR:
     the reward model are correct; with a cross-fitted reward model (no event scored by a model
     fitted on it) the per-event terms stay independent, so
     std_error = sd(terms) / sqrt(n) (sample sd, ddof=1); with binary rewards
-    std_error^2 = max(sd^2 / n, floor), floor = sum_i w_i^2 max(r_hat_i (1 - r_hat_i),
-    delta (1 - delta)) / n^2, delta = (z^2/2) / (ess + z^2): the reward noise that
-    w_i (r_i - r_hat_i) carries, which an all-success sample does not show
-    (pipeline.ope.noise_floor.dr_variance_floor).
+    std_error^2 = max(sd^2 / n, delta (1 - delta) sum_i w_i^2 / n^2),
+    delta = (z^2/2) / (ess + z^2): the least reward noise that w_i (r_i - r_hat_i) carries,
+    which an all-success sample does not show (pipeline.ope.noise_floor.mean_variance_floor;
+    the same floor as IPS: it does not trust the reward model's own idea of the noise).
     Needs `dm_logged` (r_hat_i) and `dm_policy` (g_i) in the feedback.
     """
 
@@ -232,7 +232,7 @@ class DR:
             raise InvalidFeedback("dm_policy", "DR needs reward-model estimates")
         w = fb.weights
         terms = fb.dm_policy + w * (fb.reward - fb.dm_logged)
-        floor = dr_variance_floor(fb.reward, w, fb.dm_logged, z_value(self.confidence))
+        floor = mean_variance_floor(fb.reward, w, z_value(self.confidence))
         std_error = _floored(_std_error_of_mean(terms), floor)
         return _estimate(self.name, float(terms.mean()), std_error, w, self.confidence)
 
@@ -267,7 +267,7 @@ def on_policy_mean(reward: FloatArray, *, confidence: float = DEFAULT_CONFIDENCE
     if not np.isfinite(r).all():
         raise InvalidFeedback("reward", "contains non-finite values")
     ones = np.ones_like(r)
-    floor = ips_variance_floor(r, ones, z_value(confidence))
+    floor = mean_variance_floor(r, ones, z_value(confidence))
     std_error = _floored(_std_error_of_mean(r), floor)
     return _estimate("logging", float(r.mean()), std_error, ones, confidence)
 

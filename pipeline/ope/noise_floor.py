@@ -9,38 +9,41 @@ Cai & DasGupta 2001), carried over to importance-weighted means.
 
 The noise every term carries: conditional on the context x_i and the logged action a_i (and
 on the cross-fitted reward model, fitted without event i), the only randomness left in an
-estimator's term t_i is the reward r_i, entering as w_i r_i (IPS) or w_i (r_i - r_hat_i)
-(DR). By the law of total variance
+estimator's term t_i is the reward r_i, entering as w_i r_i (IPS, SNIPS) or
+w_i (r_i - r_hat_i) (DR). By the law of total variance
 
     Var(t_i) = E[Var(t_i | x_i, a_i)] + Var(E[t_i | x_i, a_i]) >= E[w_i^2 m_i (1 - m_i)],
 
-m_i = E[r_i | x_i, a_i] the Bernoulli success rate. An estimate of m_i that is itself 1 (or
-0) after an all-success sample would collapse again. Agresti & Coull's (1998) estimate adds
-z^2/2 successes and z^2/2 failures to k trials (z the two-sided normal quantile of the
-interval's confidence), m~ = (k m_hat + z^2/2) / (k + z^2), so it never leaves
-[delta, 1 - delta] and never reports a noise below
+m_i = E[r_i | x_i, a_i] the Bernoulli success rate. A sample cannot tell m_i (1 - m_i) from 0
+below a resolution set by its size: Agresti & Coull's (1998) estimate, which adds z^2/2
+successes and z^2/2 failures to k trials (z the two-sided normal quantile of the interval's
+confidence), m~ = (k m_hat + z^2/2) / (k + z^2), never leaves [delta, 1 - delta] and so never
+reports a noise below
 
     delta (1 - delta),   delta = (z^2/2) / (k + z^2),   k = ess = (sum w)^2 / sum w^2,
 
-the noise of k trials that happened to show no failure (ess: Kong 1992; = n on-policy).
-Floors (variance of the estimate; the estimators use max(their own variance, floor)):
-  * DR, model-based: the bound above with m_i from the reward model (r_hat_i, clipped to
-    [0, 1]), each event's noise kept at or above the boundary noise:
-        floor_DR = sum_i w_i^2 max(r_hat_i (1 - r_hat_i), delta (1 - delta)) / n^2.
-  * IPS and SNIPS have no per-event rate (they must not depend on a reward model), and a
-    pooled rate would overstate the noise whenever rates differ between events (Jensen:
-    p (1 - p) >= mean of m_i (1 - m_i)), widening large-sample intervals for nothing. They
-    take the boundary noise only:
-        floor_IPS   = delta (1 - delta) sum_i w_i^2 / n^2
-        floor_SNIPS = delta (1 - delta) / ess
-    With every w = 1 both are the Agresti-Coull binomial variance of an all-success sample.
-    Being O(1/n^2), this binds only when the sample shows (almost) no failure (or success):
-    on-policy, with 0 or 1 failures out of 100.
-floor_DR >= floor_IPS, and in large samples floor_DR estimates the reward-noise part of DR's
-variance, which the sample variance also contains, so it rarely binds there.
-For 100 successes out of 100 on-policy events the 95 % lower bound becomes
+the noise it reports for k trials without a single failure (ess: Kong 1992; = n on-policy).
+The floors put that least noise into the bound above (variance of the estimate; the
+estimators use max(their own variance, floor)):
+
+    floor_IPS = floor_DR = delta (1 - delta) sum_i w_i^2 / n^2
+    floor_SNIPS          = delta (1 - delta) / ess  (= delta (1 - delta) sum w^2 / (sum w)^2)
+
+With every w = 1 this is the Agresti-Coull binomial variance of an all-success sample. For
+100 successes out of 100 on-policy events the 95 % lower bound becomes
 1 - 1.96 sqrt(m~ (1 - m~) / 100) = 0.974 (m~ = 0.9815), next to the rule of three (0.970)
-and Wilson's score bound (0.963), instead of a zero-width interval at 1.
+and Wilson's score bound (0.963), instead of a zero-width interval at 1. Being O(1/n^2), the
+floor binds only when the sample shows (almost) no failure (or success), e.g. on-policy
+with 0 or 1 failures out of 100, and leaves larger or noisier samples alone.
+
+Why not a per-event rate: plugging the reward model's r_hat_i (1 - r_hat_i) into the bound
+measures the model's uncertainty, not the reward noise. On the shuttle simulation (labels
+nearly deterministic given the features, VW's linear regressor predicting ~0.9 where the
+truth is 1) it made DR's interval ~3x wider than the sample variance's and wider than IPS's;
+and a model that has only seen successes predicts ~1 and claims no noise at all. A pooled
+rate p (1 - p) overstates the noise whenever rates differ between events (Jensen), widening
+large-sample intervals for nothing. The least noise the sample size can resolve depends on
+neither.
 
 Scope: only binary rewards get a floor. A reward in {0, 1} has variance m (1 - m) exactly;
 for a general bounded reward that is only an upper bound on the noise. A sample whose rewards
@@ -78,37 +81,22 @@ def boundary_noise(trials: float, z: float) -> float:
     return delta * (1.0 - delta)
 
 
-def _weight_sums(weights: FloatArray) -> tuple[float, float]:
-    return float(weights.sum()), float(np.dot(weights, weights))
-
-
-def ips_variance_floor(reward: FloatArray, weights: FloatArray, z: float) -> float:
-    """delta (1 - delta) sum w^2 / n^2 with delta from ess; 0 for non-binary rewards."""
-    total, squares = _weight_sums(weights)
-    if not is_binary(reward) or total <= 0.0:
+def mean_variance_floor(reward: FloatArray, weights: FloatArray, z: float) -> float:
+    """Floor on Var of a mean of per-event terms (IPS, DR, on-policy mean):
+    delta (1 - delta) sum w^2 / n^2, delta from ess; 0 for non-binary rewards or no weight."""
+    total = float(weights.sum())
+    if total <= 0.0 or not is_binary(reward):
         return 0.0
+    squares = float(np.dot(weights, weights))
     n = int(reward.shape[0])
     return boundary_noise(total * total / squares, z) * squares / (n * n)
 
 
-def snips_variance_floor(reward: FloatArray, weights: FloatArray, z: float) -> float:
-    """delta (1 - delta) / ess with delta from ess; 0 for non-binary rewards."""
-    total, squares = _weight_sums(weights)
-    if not is_binary(reward) or total <= 0.0:
+def ratio_variance_floor(reward: FloatArray, weights: FloatArray, z: float) -> float:
+    """Floor on Var of the self-normalised mean (SNIPS): delta (1 - delta) / ess;
+    0 for non-binary rewards or no weight."""
+    total = float(weights.sum())
+    if total <= 0.0 or not is_binary(reward):
         return 0.0
-    ess = total * total / squares
+    ess = total * total / float(np.dot(weights, weights))
     return boundary_noise(ess, z) / ess
-
-
-def dr_variance_floor(
-    reward: FloatArray, weights: FloatArray, dm_logged: FloatArray, z: float
-) -> float:
-    """sum w_i^2 max(r_hat_i (1 - r_hat_i), delta (1 - delta)) / n^2, delta from ess;
-    0 for non-binary rewards."""
-    total, squares = _weight_sums(weights)
-    if not is_binary(reward) or total <= 0.0:
-        return 0.0
-    n = int(reward.shape[0])
-    rate = np.clip(dm_logged, 0.0, 1.0)
-    noise = np.maximum(rate * (1.0 - rate), boundary_noise(total * total / squares, z))
-    return float(np.dot(weights * weights, noise)) / (n * n)

@@ -23,10 +23,9 @@ from pipeline.ope.estimators import (
 from pipeline.ope.feedback import BanditFeedback
 from pipeline.ope.noise_floor import (
     boundary_noise,
-    dr_variance_floor,
-    ips_variance_floor,
     is_binary,
-    snips_variance_floor,
+    mean_variance_floor,
+    ratio_variance_floor,
 )
 
 Z95 = z_value(0.95)
@@ -69,30 +68,21 @@ def test_boundary_noise_is_the_least_noise_of_an_agresti_coull_rate() -> None:
     assert all(m * (1 - m) > boundary_noise(100.0, Z95) for m in others)
 
 
-def test_ips_and_snips_floors_use_the_boundary_noise_at_the_effective_sample_size() -> None:
+def test_floors_put_the_boundary_noise_at_the_effective_sample_size_into_the_bound() -> None:
     weights = np.array([2.0, 0.5] * 25)
     ess = weights.sum() ** 2 / np.dot(weights, weights)
     noise = boundary_noise(float(ess), Z95)
 
     for reward in (np.ones(50), np.zeros(50), np.array([0.0, 1.0] * 25)):
-        assert snips_variance_floor(reward, weights, Z95) == pytest.approx(noise / ess)
-        assert ips_variance_floor(reward, weights, Z95) == pytest.approx(
+        assert ratio_variance_floor(reward, weights, Z95) == pytest.approx(noise / ess)
+        assert mean_variance_floor(reward, weights, Z95) == pytest.approx(
             noise * np.dot(weights, weights) / 50**2
         )
-    assert ips_variance_floor(np.ones(50), np.zeros(50), Z95) == 0.0
-    assert snips_variance_floor(np.ones(50), np.zeros(50), Z95) == 0.0
 
 
-def test_dr_floor_uses_the_model_noise_of_each_event_but_never_less_than_the_boundary() -> None:
-    reward = np.ones(4)
-    weights = np.array([1.0, 2.0, 0.0, 1.0])
-    # 1.2 is outside the reward range (clipped to 1); 1.0 claims no noise at all.
-    r_hat = np.array([1.0, 0.9, 0.5, 1.2])
-    ess = weights.sum() ** 2 / np.dot(weights, weights)
-    least = boundary_noise(float(ess), Z95)
-
-    expected = (1.0 * least + 4.0 * max(0.09, least) + 0.0 + 1.0 * least) / 16
-    assert dr_variance_floor(reward, weights, r_hat, Z95) == pytest.approx(expected)
+def test_no_floor_when_the_target_policy_puts_no_weight_on_the_data() -> None:
+    assert mean_variance_floor(np.ones(50), np.zeros(50), Z95) == 0.0
+    assert ratio_variance_floor(np.ones(50), np.zeros(50), Z95) == 0.0
 
 
 def test_non_binary_rewards_get_no_floor() -> None:
@@ -211,6 +201,30 @@ def test_large_binary_samples_keep_the_plain_sample_variance() -> None:
     assert SNIPS().estimate(fb).std_error == pytest.approx(snips_se)
     assert DR().estimate(fb).std_error == pytest.approx(_plain_std_error(dr_terms))
     assert on_policy_mean(reward).std_error == pytest.approx(_plain_std_error(reward))
+
+
+def test_dr_interval_ignores_an_under_confident_reward_model_when_failures_show() -> None:
+    # Deterministic rewards (success iff the action matches the context's class), as in a
+    # classification data set, and a shrunk regressor: r_hat (1 - r_hat) = 0.16 everywhere
+    # although the reward noise is 0. The sample variance is the right measure here.
+    rng = np.random.default_rng(3)
+    n = 200
+    label = rng.integers(2, size=n)
+    action = rng.choice(2, size=n, p=LOGGING)
+    reward = (action == label).astype(np.float64)
+    r_hat = np.where(action == label, 0.8, 0.2)
+    fb = BanditFeedback(
+        reward=reward,
+        logged_probability=LOGGING[action],
+        target_probability=TARGET[action],
+        dm_logged=r_hat,
+        dm_policy=np.where(
+            label == 0, 0.8 * TARGET[0] + 0.2 * TARGET[1], 0.2 * TARGET[0] + 0.8 * TARGET[1]
+        ),
+    )
+    terms = np.asarray(fb.dm_policy) + fb.weights * (reward - r_hat)
+
+    assert DR().estimate(fb).std_error == pytest.approx(_plain_std_error(terms))
 
 
 # --- calibration over many small samples of a high-value world -------------------------------
