@@ -93,8 +93,7 @@ def test_shuttle_reference_workflow_meets_its_targets(tmp_path: Path) -> None:
     assert totals["system_vs_online"] >= 0.9
     # Every round after the first is served by an evaluated model.
     assert totals["ope_loops"] == 14
-    # The realized mean of a 500-reward round has its own sampling noise (about +-0.012
-    # here), which the OPE interval does not include; once the interval rests on more eval
-    # events than a round has, the literal "interval covers the realized reward" is near a
-    # coin flip even for a calibrated estimate (see OpeEstimate.prediction_interval).
+    # Each deployed model's OPE interval (judged on the newest round's eval split) covers the
+    # reward it then earned; the interval widened by the round's own sampling noise, too.
+    assert totals["ope_coverage"] >= 0.8
     assert totals["ope_consistency"] >= 0.8
