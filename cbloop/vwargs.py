@@ -10,34 +10,51 @@ from __future__ import annotations
 
 import shlex
 
-# Flags that take a value, by every spelling VW accepts.
-_WITH_VALUE = {
-    "-q",
-    "--quadratic",
-    "--cubic",
-    "--interactions",
-    "--experimental_full_name_interactions",
-    "-l",
-    "--learning_rate",
-    "--power_t",
-    "--decay_learning_rate",
-    "--initial_t",
-    "--l1",
-    "--l2",
+# Flags that shape the features or the optimiser. They carry over to any other learner on the
+# same examples (the DR reward model), unlike the policy's own flags below.
+_FEATURE_WITH_VALUE = frozenset(
+    {
+        "-q",
+        "--quadratic",
+        "--cubic",
+        "--interactions",
+        "--experimental_full_name_interactions",
+        "-b",
+        "--bit_precision",
+        "--hash",
+        "--hash_seed",
+        "--ignore",
+        "--ignore_linear",
+        "--keep",
+        "--ngram",
+        "--skips",
+        "--affix",
+        "--spelling",
+        "-l",
+        "--learning_rate",
+        "--power_t",
+        "--initial_t",
+        "--decay_learning_rate",
+        "--l1",
+        "--l2",
+    }
+)
+_FEATURE_SWITCHES = frozenset(
+    {
+        "--noconstant",
+        "--permutations",
+        "--leave_duplicate_interactions",
+        "--adaptive",
+        "--normalized",
+        "--invariant",
+        "--sgd",
+    }
+)
+# The rest of what a user may set, by every spelling VW accepts.
+_WITH_VALUE = _FEATURE_WITH_VALUE | {
     "--l1_state",
     "--l2_state",
-    "-b",
-    "--bit_precision",
-    "--hash",
-    "--hash_seed",
     "--random_seed",
-    "--ignore",
-    "--ignore_linear",
-    "--keep",
-    "--ngram",
-    "--skips",
-    "--affix",
-    "--spelling",
     "--cb_type",
     "--loss_function",
     "--quantile_tau",
@@ -53,19 +70,12 @@ _WITH_VALUE = {
     "-C",
     "--constant",
 }
-_FLAGS = {
-    "--noconstant",
-    "--adaptive",
-    "--normalized",
-    "--invariant",
-    "--sgd",
+_FLAGS = _FEATURE_SWITCHES | {
     "--coin",
     "--ftrl",
     "--pistol",
     "--freegrad",
     "--first_only",
-    "--permutations",
-    "--leave_duplicate_interactions",
     "--baseline",
     "--sort_features",
     "--holdout_off",
@@ -147,3 +157,23 @@ def exploration_args(
 
 def _num(x: float) -> str:
     return repr(float(x))
+
+
+def feature_args(args: str) -> list[str]:
+    """The feature- and optimiser-shaping flags of a full VW argument string (with values)."""
+    tokens = shlex.split(args)
+    kept: list[str] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        flag, eq, _ = tok.partition("=")
+        if flag in _FEATURE_WITH_VALUE:
+            if eq:
+                kept.append(tok)
+            elif i + 1 < len(tokens):
+                kept.extend(tokens[i : i + 2])
+                i += 1
+        elif flag in _FEATURE_SWITCHES:
+            kept.append(tok)
+        i += 1
+    return kept

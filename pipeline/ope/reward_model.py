@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cbloop.vwargs import feature_args
 from pipeline.ope.logged import FloatArray, IntArray, LoggedEvents, ObjectArray, read_logged_events
 from pipeline.ope.vw_io import PredictionMismatch, parse_action_values, run_vw
 
@@ -43,71 +44,18 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_FOLDS = 5
 
-# Flags of the experiment's arguments that shape features or the optimiser, and so carry
-# over to the reward regressor. Everything else (reduction, exploration, cb_type, loss,
-# clipping) belongs to the policy, not to a squared-loss reward regression.
-_FEATURE_FLAGS_WITH_VALUE = frozenset(
-    {
-        "-q",
-        "--quadratic",
-        "--cubic",
-        "--interactions",
-        "--experimental_full_name_interactions",
-        "-b",
-        "--bit_precision",
-        "--hash",
-        "--hash_seed",
-        "--ignore",
-        "--ignore_linear",
-        "--keep",
-        "--ngram",
-        "--skips",
-        "--affix",
-        "--spelling",
-        "-l",
-        "--learning_rate",
-        "--power_t",
-        "--initial_t",
-        "--decay_learning_rate",
-        "--l1",
-        "--l2",
-    }
-)
-_FEATURE_FLAGS = frozenset(
-    {
-        "--noconstant",
-        "--permutations",
-        "--leave_duplicate_interactions",
-        "--adaptive",
-        "--normalized",
-        "--invariant",
-        "--sgd",
-    }
-)
-
 
 class RewardModelMismatch(ValueError):
     """A reward model fitted on other events than the ones being evaluated."""
 
 
 def reward_model_args(vw_args: str) -> list[str]:
-    """The feature- and optimiser-shaping flags of `vw_args`, for the reward regressor."""
-    tokens = shlex.split(vw_args)
-    kept: list[str] = []
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        flag, eq, _ = tok.partition("=")
-        if flag in _FEATURE_FLAGS_WITH_VALUE:
-            if eq:
-                kept.append(tok)
-            elif i + 1 < len(tokens):
-                kept.extend(tokens[i : i + 2])
-                i += 1
-        elif flag in _FEATURE_FLAGS:
-            kept.append(tok)
-        i += 1
-    return kept
+    """The flags of `vw_args` that carry over to the reward regressor.
+
+    Feature and optimiser flags do; reduction, exploration, cb_type, loss and clipping belong to
+    the policy, not to a squared-loss reward regression.
+    """
+    return feature_args(vw_args)
 
 
 def assign_folds(event_ids: ObjectArray, folds: int, seed: int) -> IntArray:
