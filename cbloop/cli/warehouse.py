@@ -3,51 +3,59 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, cast
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, cast
 
 import orjson
 import typer
 
 from cbloop.cli.common import ConfigOption, fail, settings_from
+from cbloop.settings import Settings
+
+if TYPE_CHECKING:
+    import duckdb
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def _warehouse(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The warehouse connection for one command; a busy or broken warehouse is a CLI error."""
+    from pipeline.warehouse import WarehouseError, connect
+
+    try:
+        con = connect(settings.warehouse)
+    except WarehouseError as exc:
+        fail(str(exc))
+    try:
+        yield con
+    finally:
+        con.close()
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def migrate(config: ConfigOption = None) -> None:
         """Create or upgrade the warehouse schema (every pipeline command also does this)."""
-        from pipeline.warehouse import WarehouseError, applied_migrations, connect
+        from pipeline.warehouse import applied_migrations
 
-        settings = settings_from(config)
-        try:
-            con = connect(settings.warehouse)
-        except WarehouseError as exc:
-            fail(str(exc))
-        try:
+        with _warehouse(settings_from(config)) as con:
             for version, name, applied_at in applied_migrations(con):
                 typer.echo(f"{version:04d}_{name}  applied {applied_at:%Y-%m-%d %H:%M:%S}Z")
-        finally:
-            con.close()
 
     @app.command()
     def ingest(config: ConfigOption = None) -> None:
         """Load every closed decision and outcome segment not loaded yet (exactly once)."""
         from cbloop.storage import StorageError, open_store
         from pipeline.ingest import ingest as run_ingest
-        from pipeline.warehouse import WarehouseError, connect
 
         settings = settings_from(config)
-        try:
-            con = connect(settings.warehouse)
-        except WarehouseError as exc:
-            fail(str(exc))
-        try:
-            result = run_ingest(con, open_store(settings.storage))
-        except StorageError as exc:
-            fail(f"could not read the event log: {exc}")
-        finally:
-            con.close()
+        with _warehouse(settings) as con:
+            try:
+                result = run_ingest(con, open_store(settings.storage))
+            except StorageError as exc:
+                fail(f"could not read the event log: {exc}")
         typer.echo(
             f"ingested {result.segments} segments: {result.decision_lines} decisions, "
             f"{result.outcome_lines} outcomes, {result.rejected_lines} rejected lines"
@@ -74,7 +82,6 @@ def register(app: typer.Typer) -> None:
         from cbloop.storage import StorageError, open_store
         from pipeline.export import ExportError
         from pipeline.join import JoinError, parse_as_of, run_join
-        from pipeline.warehouse import WarehouseError, connect
 
         settings = settings_from(config)
         try:
@@ -82,18 +89,13 @@ def register(app: typer.Typer) -> None:
             moment = parse_as_of(as_of) if as_of is not None else None
         except (SettingsError, JoinError) as exc:
             fail(str(exc))
-        try:
-            con = connect(settings.warehouse)
-        except WarehouseError as exc:
-            fail(str(exc))
-        try:
-            result = run_join(
-                con, open_store(settings.storage), experiment, exp_settings, as_of=moment
-            )
-        except (StorageError, ExportError) as exc:
-            fail(str(exc))
-        finally:
-            con.close()
+        with _warehouse(settings) as con:
+            try:
+                result = run_join(
+                    con, open_store(settings.storage), experiment, exp_settings, as_of=moment
+                )
+            except (StorageError, ExportError) as exc:
+                fail(str(exc))
         if as_json:
             typer.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
             return
@@ -121,19 +123,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Per hour/model/experiment: decisions, rewards (95% CI), exploration, late rewards."""
         from pipeline.report import Format, Grouping, experiment_report, render
-        from pipeline.warehouse import WarehouseError, connect
 
         if fmt not in ("table", "json", "csv"):
             fail(f"--format must be table, json or csv, not {fmt!r}")
         if by not in ("hour", "model", "experiment"):
             fail(f"--by must be hour, model or experiment, not {by!r}")
-        settings = settings_from(config)
-        try:
-            con = connect(settings.warehouse)
-        except WarehouseError as exc:
-            fail(str(exc))
-        try:
+        with _warehouse(settings_from(config)) as con:
             result = experiment_report(con, experiment, cast(Grouping, by))
-        finally:
-            con.close()
         typer.echo(render(result, cast(Format, fmt)))
