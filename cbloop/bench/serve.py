@@ -91,10 +91,12 @@ def _wrk() -> str:
         return found
     if shutil.which("apt-get") and os.geteuid() == 0:
         logger.warning("wrk not found; installing the Debian package")
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False, capture_output=True)
-        found = shutil.which("wrk")
-        if found:
-            return found
+        # A fresh machine has no package lists yet: without an update, install finds nothing.
+        for step in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "wrk"]):
+            subprocess.run(step, check=False, capture_output=True)
+            found = shutil.which("wrk")
+            if found:
+                return found
     raise BenchError("wrk is required for the serve benchmark: apt-get install wrk")
 
 
