@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check cbloop service pipeline tests
+	$(BIN)/ruff check cbloop service pipeline cli migrations tests
 	$(BIN)/mypy
 
 bench: $(STAMP)

@@ -17,8 +17,8 @@ import pytest
 import typer
 import yaml
 
-from cbloop.cli.main import app
 from cbloop.settings import Settings, load_settings, parse_duration
+from cbloop_cli.main import app
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"

@@ -126,12 +126,12 @@ class Pipeline:
         return LocalStore(self.settings.storage.root)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        from pipeline.warehouse import connect
+        from cbloop_pipeline.warehouse import connect
 
         return connect(self.settings.warehouse)
 
     def ingest(self, **kw: Any) -> Any:
-        from pipeline.ingest import ingest
+        from cbloop_pipeline.ingest import ingest
 
         con = self.connect()
         try:
@@ -145,7 +145,7 @@ class Pipeline:
         experiment: str = "default",
         settings: ExperimentSettings | None = None,
     ) -> Any:
-        from pipeline.join import run_join
+        from cbloop_pipeline.join import run_join
 
         con = self.connect()
         try:

@@ -11,7 +11,7 @@ from crafted_segments import Pipeline, PipelineFactory
 from cbloop.encoding import decision_line, outcome_line, timestamp
 from cbloop.eventlog import SegmentWriter
 from cbloop.settings import EventLogSettings
-from pipeline.join import JoinResult
+from cbloop_pipeline.join import JoinResult
 
 C_JSON = b'{"user":{"city":"paris"},"_multi":[{"ActionId":{"id":"x"}},{"ActionId":{"id":"y"}}]}'
 

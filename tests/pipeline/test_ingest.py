@@ -11,7 +11,7 @@ from pathlib import Path
 from crafted_segments import EventLogFolder, Pipeline, at, decision, reward
 from typer.testing import CliRunner
 
-from cbloop.cli.main import app
+from cbloop_cli.main import app
 
 
 def test_loads_the_lines_of_closed_segments_and_ignores_open_ones(
@@ -151,8 +151,8 @@ _CRASH_IN_THE_MIDDLE = textwrap.dedent(
     from pathlib import Path
     from cbloop.settings import load_settings
     from cbloop.storage import open_store
-    from pipeline.ingest import ingest
-    from pipeline.warehouse import connect
+    from cbloop_pipeline.ingest import ingest
+    from cbloop_pipeline.warehouse import connect
 
     class DiesAfterDecisions:
         '''The real connection; the process dies once the decisions are inserted.'''

@@ -23,8 +23,8 @@ from crafted_segments import (
 
 from cbloop.settings import Settings
 from cbloop.storage import LocalStore
-from pipeline.ingest import ingest
-from pipeline.join import run_join
+from cbloop_pipeline.ingest import ingest
+from cbloop_pipeline.join import run_join
 
 
 def test_rewards_count_only_inside_the_window_from_backward_before_to_wait_after(

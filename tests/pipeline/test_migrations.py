@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from cbloop.settings import WarehouseSettings
-from pipeline.warehouse import (
+from cbloop_pipeline.warehouse import (
     MIGRATIONS_DIR,
     MigrationError,
     WarehouseBusy,

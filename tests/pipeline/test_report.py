@@ -13,8 +13,8 @@ import pytest
 from crafted_segments import EventLogFolder, Pipeline, at, decision, reward
 from typer.testing import CliRunner
 
-from cbloop.cli.main import app
-from pipeline.report import experiment_report
+from cbloop_cli.main import app
+from cbloop_pipeline.report import experiment_report
 
 HOUR_12 = datetime(2026, 11, 22, 12)
 HOUR_13 = datetime(2026, 11, 22, 13)

@@ -20,8 +20,8 @@ from cbloop.storage.s3 import S3Store
 
 from .conftest import S3SettingsFactory
 
-ingest_module = pytest.importorskip("pipeline.ingest")
-warehouse = pytest.importorskip("pipeline.warehouse")
+ingest_module = pytest.importorskip("cbloop_pipeline.ingest")
+warehouse = pytest.importorskip("cbloop_pipeline.warehouse")
 
 FLUSH_S = 30.0
 CRASH_CODE = 86
@@ -136,8 +136,8 @@ def test_a_crash_between_upload_and_local_delete_loses_nothing_and_ingests_nothi
 def test_the_loop_reads_segments_from_the_bucket_and_writes_exports_and_models_there(
     make_s3_settings: S3SettingsFactory,
 ) -> None:
-    service_app = pytest.importorskip("service.app")
-    loop = pytest.importorskip("pipeline.loop")
+    service_app = pytest.importorskip("cbloop_service.app")
+    loop = pytest.importorskip("cbloop_pipeline.loop")
     from fastapi.testclient import TestClient
 
     settings = make_s3_settings(

@@ -23,7 +23,7 @@ from cbloop.storage.s3 import S3Store
 
 from .conftest import MotoS3, S3SettingsFactory
 
-service_app = pytest.importorskip("service.app")
+service_app = pytest.importorskip("cbloop_service.app")
 
 WAIT_S = 30.0
 
@@ -177,7 +177,7 @@ def cbloop_command() -> list[str]:
     script = Path(sys.executable).with_name("cbloop")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from cbloop.cli.main import main; main()"]
+    return [sys.executable, "-c", "from cbloop_cli.main import main; main()"]
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from service_helpers import ClientFactory, app_settings, logged
 
 from cbloop.settings import Settings
-from service.app import create_app
+from cbloop_service.app import create_app
 
 
 @pytest.fixture

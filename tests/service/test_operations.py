@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from service_helpers import ClientFactory, app_settings, rank_body
 
 from cbloop.settings import Settings
-from service.app import create_app
+from cbloop_service.app import create_app
 
 ReadLog = Callable[[str], list[dict[str, Any]]]
 

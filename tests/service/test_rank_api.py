@@ -23,7 +23,7 @@ from cbloop.registry import ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
 from cbloop.vw import open_workspace
-from service.policy import predict_pmf
+from cbloop_service.policy import predict_pmf
 
 ReadLog = Callable[[str], list[dict[str, Any]]]
 

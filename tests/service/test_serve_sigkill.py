@@ -81,7 +81,7 @@ def server(
         [
             sys.executable,
             "-c",
-            "from cbloop.cli.main import main; main()",
+            "from cbloop_cli.main import main; main()",
             "serve",
             "--workers",
             "2",

@@ -13,11 +13,11 @@ from click.testing import Result
 from learning_world import LoggedBatch, Policy, uniform, write_events
 from typer.testing import CliRunner
 
-from cbloop.cli.main import app
 from cbloop.settings import Settings
-from pipeline.ingest import ingest
-from pipeline.join import JoinResult, run_join
-from pipeline.warehouse import connect
+from cbloop_cli.main import app
+from cbloop_pipeline.ingest import ingest
+from cbloop_pipeline.join import JoinResult, run_join
+from cbloop_pipeline.warehouse import connect
 
 LogAndJoin = Callable[..., tuple[LoggedBatch, JoinResult]]
 

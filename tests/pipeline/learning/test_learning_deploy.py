@@ -16,14 +16,14 @@ from cbloop.encoding import timestamp
 from cbloop.registry import ModelMetadata, ModelRegistry
 from cbloop.settings import PromotionSettings, Settings
 from cbloop.storage import open_store
-from pipeline.deploy import DeployError, promotion_verdict
-from pipeline.learning import (
+from cbloop_pipeline.deploy import DeployError, promotion_verdict
+from cbloop_pipeline.learning import (
     deploy_command,
     evaluate_command,
     rollback_command,
     train_command,
 )
-from pipeline.warehouse import connect
+from cbloop_pipeline.warehouse import connect
 
 
 def _registry(settings: Settings) -> ModelRegistry:

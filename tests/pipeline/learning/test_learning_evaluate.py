@@ -19,11 +19,11 @@ from learning_world import skewed, true_value
 from cbloop.registry import ModelMetadata, ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
-from pipeline.evaluate import EVENT_COLUMNS
-from pipeline.learning import deploy_command, evaluate_command, train_command
-from pipeline.ope.logged import read_logged_events
-from pipeline.ope.scoring import score_file
-from pipeline.warehouse import connect
+from cbloop_pipeline.evaluate import EVENT_COLUMNS
+from cbloop_pipeline.learning import deploy_command, evaluate_command, train_command
+from cbloop_pipeline.ope.logged import read_logged_events
+from cbloop_pipeline.ope.scoring import score_file
+from cbloop_pipeline.warehouse import connect
 
 
 def _two_models(

@@ -21,7 +21,7 @@ from cbloop.encoding import timestamp
 from cbloop.registry import ModelMetadata, ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
-from pipeline.learning import deploy_command
+from cbloop_pipeline.learning import deploy_command
 
 POLL_SECONDS = 0.2
 #: Time a worker may take, after noticing the pointer, to fetch, load and check a model.

@@ -17,10 +17,10 @@ from learning_world import write_events
 from cbloop.registry import ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
-from pipeline.lock import LockHeld, exclusive_lock
-from pipeline.loop import CycleReport, run_cycle, run_loop
-from pipeline.models import lineage
-from pipeline.warehouse import connect
+from cbloop_pipeline.lock import LockHeld, exclusive_lock
+from cbloop_pipeline.loop import CycleReport, run_cycle, run_loop
+from cbloop_pipeline.models import lineage
+from cbloop_pipeline.warehouse import connect
 
 
 def _registry(settings: Settings) -> ModelRegistry:
@@ -160,7 +160,7 @@ def test_a_loop_killed_mid_cycle_finishes_it_without_skipping_or_relearning_data
         from pathlib import Path
         from cbloop.registry import ModelRegistry
         from cbloop.settings import load_settings
-        from pipeline.loop import run_cycle
+        from cbloop_pipeline.loop import run_cycle
         """
         )
         + textwrap.dedent(_KILL_POINTS[step])

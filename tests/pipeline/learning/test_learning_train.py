@@ -16,12 +16,12 @@ from learning_world import UNIFORM_VALUE, true_value
 from cbloop.registry import ModelMetadata, ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
-from cbloop.tables import fit_encoder, load_table, logged_uniform_events
-from pipeline.learning import train_command
-from pipeline.models import ModelChoiceError
-from pipeline.ope.logged import read_logged_events
-from pipeline.ope.scoring import score_file
-from pipeline.warehouse import connect
+from cbloop_pipeline.learning import train_command
+from cbloop_pipeline.models import ModelChoiceError
+from cbloop_pipeline.ope.logged import read_logged_events
+from cbloop_pipeline.ope.scoring import score_file
+from cbloop_pipeline.tables import fit_encoder, load_table, logged_uniform_events
+from cbloop_pipeline.warehouse import connect
 
 CLASSES = ("A", "B", "C")
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.ope.estimators import (
+from cbloop_pipeline.ope.estimators import (
     DR,
     IPS,
     SNIPS,
@@ -16,7 +16,7 @@ from pipeline.ope.estimators import (
     on_policy_mean,
     z_value,
 )
-from pipeline.ope.feedback import BanditFeedback, InvalidFeedback
+from cbloop_pipeline.ope.feedback import BanditFeedback, InvalidFeedback
 
 # Hand example: weights w = target / logged = [2, 0, 1, 0.5].
 REWARD = [1.0, 0.0, 1.0, 0.5]

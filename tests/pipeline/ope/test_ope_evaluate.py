@@ -11,9 +11,9 @@ import orjson
 import pytest
 import vowpalwabbit
 
-from pipeline.ope.evaluate import EvaluationResult, evaluate_file
-from pipeline.ope.feedback import InvalidFeedback
-from pipeline.ope.reward_model import RewardModel, RewardModelMismatch, fit_reward_model
+from cbloop_pipeline.ope.evaluate import EvaluationResult, evaluate_file
+from cbloop_pipeline.ope.feedback import InvalidFeedback
+from cbloop_pipeline.ope.reward_model import RewardModel, RewardModelMismatch, fit_reward_model
 
 
 @dataclass(frozen=True)

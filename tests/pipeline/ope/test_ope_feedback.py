@@ -6,8 +6,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.ope.estimators import DR
-from pipeline.ope.feedback import BanditFeedback, InvalidFeedback
+from cbloop_pipeline.ope.estimators import DR
+from cbloop_pipeline.ope.feedback import BanditFeedback, InvalidFeedback
 
 
 def _valid() -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.ope.logged import InvalidLoggedEvent, read_logged_events
+from cbloop_pipeline.ope.logged import InvalidLoggedEvent, read_logged_events
 
 WriteLines = Callable[[list[dict[str, Any] | bytes]], Path]
 

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.ope.estimators import (
+from cbloop_pipeline.ope.estimators import (
     DR,
     IPS,
     SNIPS,
@@ -20,8 +20,8 @@ from pipeline.ope.estimators import (
     on_policy_mean,
     z_value,
 )
-from pipeline.ope.feedback import BanditFeedback
-from pipeline.ope.noise_floor import (
+from cbloop_pipeline.ope.feedback import BanditFeedback
+from cbloop_pipeline.ope.noise_floor import (
     boundary_noise,
     is_binary,
     mean_variance_floor,

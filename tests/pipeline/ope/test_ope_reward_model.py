@@ -8,14 +8,14 @@ import orjson
 import pytest
 import vowpalwabbit
 
-from pipeline.ope.logged import read_logged_events
-from pipeline.ope.reward_model import (
+from cbloop_pipeline.ope.logged import read_logged_events
+from cbloop_pipeline.ope.reward_model import (
     RewardModelMismatch,
     assign_folds,
     fit_reward_model,
     reward_model_args,
 )
-from pipeline.ope.vw_io import parse_action_values
+from cbloop_pipeline.ope.vw_io import parse_action_values
 
 
 def _ids(n: int) -> np.ndarray:

@@ -10,9 +10,9 @@ import orjson
 import pytest
 import vowpalwabbit
 
-from pipeline.ope.logged import read_logged_events
-from pipeline.ope.scoring import ScoringError, score_file, score_file_per_example
-from pipeline.ope.vw_io import PredictionMismatch, VWRunError, parse_action_values
+from cbloop_pipeline.ope.logged import read_logged_events
+from cbloop_pipeline.ope.scoring import ScoringError, score_file, score_file_per_example
+from cbloop_pipeline.ope.vw_io import PredictionMismatch, VWRunError, parse_action_values
 
 WriteLines = Callable[[list[dict[str, Any] | bytes]], Path]
 

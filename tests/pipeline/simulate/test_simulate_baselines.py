@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from cbloop.settings import ExperimentSettings
-from cbloop.tables import load_table
-from pipeline.simulate.baselines import OnlineLearner, expected_baselines, online_vw
-from pipeline.simulate.worlds import SyntheticWorld, TableWorld
+from cbloop_pipeline.simulate.baselines import OnlineLearner, expected_baselines, online_vw
+from cbloop_pipeline.simulate.worlds import SyntheticWorld, TableWorld
+from cbloop_pipeline.tables import load_table
 
 # Class "a" is the row class of 4 rows out of 6: the best fixed action.
 TABLE = """\

@@ -9,15 +9,15 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from cbloop.cli.main import app
-from pipeline.simulate.report import (
+from cbloop_cli.main import app
+from cbloop_pipeline.simulate.report import (
     INTERACTIONS_FILE,
     OPE_PLOT,
     REWARD_PLOT,
     SUMMARY_FILE,
     SUMMARY_MD_FILE,
 )
-from pipeline.simulate.runner import SimulationOptions, run_simulation
+from cbloop_pipeline.simulate.runner import SimulationOptions, run_simulation
 
 # The shared data sits beside the project, as in CI: ../shared/data from the repository root.
 SHUTTLE = Path(__file__).resolve().parents[3].parent / "shared/data/statlog-shuttle/shuttle.trn"

@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from cbloop.registry import ModelMetadata
-from pipeline.simulate import report
-from pipeline.simulate.ope import latest_estimate
-from pipeline.simulate.results import Interaction, LoopRecord, OpeEstimate, totals
+from cbloop_pipeline.simulate import report
+from cbloop_pipeline.simulate.ope import latest_estimate
+from cbloop_pipeline.simulate.results import Interaction, LoopRecord, OpeEstimate, totals
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.simulate.state import (
+from cbloop_pipeline.simulate.state import (
     MARKER,
     StateError,
     fresh_state_dir,

@@ -9,8 +9,8 @@ import orjson
 import pytest
 import vowpalwabbit
 
-from cbloop.tables import load_table
-from pipeline.simulate.worlds import SyntheticWorld, TableWorld, WorldError
+from cbloop_pipeline.simulate.worlds import SyntheticWorld, TableWorld, WorldError
+from cbloop_pipeline.tables import load_table
 
 TABLE = """\
 1.0 5 a

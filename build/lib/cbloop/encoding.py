@@ -1,0 +1,115 @@
+"""The one way a context and its actions become a VW example, and the log lines around it.
+
+VW reads DSJSON through its own `--dsjson` parser both when the service scores a request
+and when the pipeline trains on the log, so what is logged is exactly what was scored.
+Two VW parser facts shape the byte layout here: labels must precede "c" (the parser is
+streaming), and an "a" array must be present for the `_multi` actions to be read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TypeAlias
+
+import orjson
+
+FeatureValue: TypeAlias = str | int | float | bool
+Namespaces: TypeAlias = Mapping[str, Mapping[str, FeatureValue]]
+
+#: Reserved namespace carrying each action's id, so VW can learn per-action weights.
+ACTION_NS = "ActionId"
+DSJSON_VERSION = "1"
+
+
+def build_vw_context(
+    context: Namespaces, actions: Sequence[tuple[str, Namespaces]]
+) -> dict[str, object]:
+    """The DSJSON `c` object: shared namespaces plus one `_multi` entry per action, in order."""
+    multi = [{**features, ACTION_NS: {"id": action_id}} for action_id, features in actions]
+    return {**context, "_multi": multi}
+
+
+def encode_context(c: Mapping[str, object]) -> bytes:
+    return orjson.dumps(c)
+
+
+def predict_line(c_json: bytes) -> str:
+    """The smallest DSJSON line VW scores identically to the full logged decision line."""
+    return '{"a":[1],"c":' + c_json.decode() + "}"
+
+
+def timestamp(moment: datetime | None = None) -> str:
+    """UTC timestamp with microseconds and a Z suffix, as in every log line."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def decision_line(
+    *,
+    event_id: str,
+    ts: str,
+    order: Sequence[int],
+    probabilities: Sequence[float],
+    c_json: bytes,
+    experiment: str,
+    model_id: str,
+    action_ids: Sequence[str],
+    sample_prob: float,
+    deferred: bool,
+) -> bytes:
+    """A decision as one DSJSON line; `order` lists 0-based action indexes, chosen first."""
+    head = orjson.dumps(
+        {
+            "EventId": event_id,
+            "Timestamp": ts,
+            "Version": DSJSON_VERSION,
+            "a": [i + 1 for i in order],
+            "p": [probabilities[i] for i in order],
+        }
+    )
+    tail = orjson.dumps(
+        {
+            "VWState": {"m": model_id},
+            "experiment": experiment,
+            "model_id": model_id,
+            "action_ids": list(action_ids),
+            "sample_prob": sample_prob,
+            "deferred": deferred,
+        }
+    )
+    return head[:-1] + b',"c":' + c_json + b"," + tail[1:] + b"\n"
+
+
+def outcome_line(
+    *,
+    event_id: str,
+    ts: str,
+    kind: str,
+    value: float | None = None,
+    idempotency_key: str | None = None,
+) -> bytes:
+    """A reward (`kind="reward"`, with `value`) or an activation (`kind="activate"`)."""
+    record: dict[str, object] = {"EventId": event_id, "Timestamp": ts, "kind": kind}
+    if kind == "reward":
+        record["value"] = value
+    record["idempotency_key"] = idempotency_key
+    return orjson.dumps(record) + b"\n"
+
+
+def labelled_line(decision: bytes, *, chosen: int, probability: float, reward: float) -> bytes:
+    """A decision line turned into a learnable one (the joined-data layout), no newline.
+
+    The label keys go first because VW's streaming parser ignores labels after "c".
+    `_labelIndex` is the chosen action's 0-based position in `_multi`, which is where VW
+    credits the cost (not its position in "a"). `0.0 - reward` avoids writing a "-0.0" cost.
+    """
+    labels = orjson.dumps(
+        {
+            "_label_cost": 0.0 - reward,
+            "_label_probability": probability,
+            "_label_Action": chosen + 1,
+            "_labelIndex": chosen,
+        }
+    )
+    return labels[:-1] + b"," + decision[1:].rstrip(b"\n")

@@ -1,0 +1,133 @@
+"""`cbloop migrate | ingest | join | report`: the warehouse side of the pipeline."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, cast
+
+import orjson
+import typer
+
+from cbloop.settings import Settings
+from cbloop_cli.common import ConfigOption, fail, settings_from
+
+if TYPE_CHECKING:
+    import duckdb
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def _warehouse(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The warehouse connection for one command; a busy or broken warehouse is a CLI error."""
+    from cbloop_pipeline.warehouse import WarehouseError, connect
+
+    try:
+        con = connect(settings.warehouse)
+    except WarehouseError as exc:
+        fail(str(exc))
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def migrate(config: ConfigOption = None) -> None:
+        """Create or upgrade the warehouse schema (every pipeline command also does this)."""
+        from cbloop_pipeline.warehouse import applied_migrations
+
+        with _warehouse(settings_from(config)) as con:
+            for version, name, applied_at in applied_migrations(con):
+                typer.echo(f"{version:04d}_{name}  applied {applied_at:%Y-%m-%d %H:%M:%S}Z")
+
+    @app.command()
+    def ingest(config: ConfigOption = None) -> None:
+        """Load every closed decision and outcome segment not loaded yet (exactly once)."""
+        from cbloop.storage import StorageError, open_store
+        from cbloop_pipeline.ingest import ingest as run_ingest
+
+        settings = settings_from(config)
+        with _warehouse(settings) as con:
+            try:
+                result = run_ingest(con, open_store(settings.storage))
+            except StorageError as exc:
+                fail(f"could not read the event log: {exc}")
+        typer.echo(
+            f"ingested {result.segments} segments: {result.decision_lines} decisions, "
+            f"{result.outcome_lines} outcomes, {result.rejected_lines} rejected lines"
+        )
+
+    @app.command()
+    def join(
+        experiment: Annotated[
+            str, typer.Option("--experiment", "-e", help="Experiment to join")
+        ] = "default",
+        as_of: Annotated[
+            str | None,
+            typer.Option(
+                "--as-of",
+                help="Join decisions whose reward window closed by this ISO-8601 time "
+                "(UTC unless it has an offset; default: now)",
+            ),
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON")] = False,
+        config: ConfigOption = None,
+    ) -> None:
+        """Join decisions to their rewards and export train/eval DSJSON for VW."""
+        from cbloop.settings import SettingsError
+        from cbloop.storage import StorageError, open_store
+        from cbloop_pipeline.export import ExportError
+        from cbloop_pipeline.join import JoinError, parse_as_of, run_join
+
+        settings = settings_from(config)
+        try:
+            exp_settings = settings.experiment(experiment)
+            moment = parse_as_of(as_of) if as_of is not None else None
+        except (SettingsError, JoinError) as exc:
+            fail(str(exc))
+        with _warehouse(settings) as con:
+            try:
+                result = run_join(
+                    con, open_store(settings.storage), experiment, exp_settings, as_of=moment
+                )
+            except (StorageError, ExportError) as exc:
+                fail(str(exc))
+        if as_json:
+            typer.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
+            return
+        typer.echo(
+            f"join {result.join_id}: {result.joined} joined ({result.rewarded} rewarded, "
+            f"{result.defaulted} defaulted), {result.skipped} skipped, "
+            f"{result.train_events} train / {result.eval_events} eval; "
+            f"rewards: {result.rewards_used} used, {result.late_rewards} late, "
+            f"{result.early_rewards} early, {result.orphan_rewards} orphan, "
+            f"{result.duplicate_rewards} duplicate; "
+            f"{result.duplicate_decisions} duplicate decisions"
+        )
+        typer.echo(f"  {result.train_key}\n  {result.eval_key}")
+
+    @app.command()
+    def report(
+        experiment: Annotated[
+            str, typer.Option("--experiment", "-e", help="Experiment to report on")
+        ] = "default",
+        fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | csv")] = "table",
+        by: Annotated[
+            str, typer.Option("--by", help="Rows per: hour (and model) | model | experiment")
+        ] = "hour",
+        config: ConfigOption = None,
+    ) -> None:
+        """Per hour/model/experiment: decisions, rewards (95% CI), exploration, late rewards."""
+        from cbloop_pipeline.report import Format, Grouping, experiment_report, render
+
+        if fmt not in ("table", "json", "csv"):
+            fail(f"--format must be table, json or csv, not {fmt!r}")
+        if by not in ("hour", "model", "experiment"):
+            fail(f"--by must be hour, model or experiment, not {by!r}")
+        with _warehouse(settings_from(config)) as con:
+            result = experiment_report(con, experiment, cast(Grouping, by))
+        typer.echo(render(result, cast(Format, fmt)))

@@ -1,0 +1,24 @@
+"""HTTP routes, one small module per area; they translate between HTTP and the domain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import ASGIApp
+
+from cbloop_service.routes import events, health, models, rank
+
+if TYPE_CHECKING:
+    from cbloop_service.app import ServiceApp
+
+
+def include_routes(app: ServiceApp, short_stack: Callable[[ASGIApp], ASGIApp]) -> None:
+    app.add_short_route(rank.route(), short_stack)
+    for module in (events, models, health):
+        app.include_router(module.router)
+
+
+def manual_openapi() -> tuple[dict[str, Any], dict[str, Any]]:
+    """OpenAPI (paths, schemas) of the routes FastAPI cannot describe itself."""
+    return rank.openapi_paths()
