@@ -122,9 +122,9 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
     ) -> None:
         """Per hour/model/experiment: decisions, rewards (95% CI), exploration, late rewards."""
-        from cbloop_pipeline.report import Format, Grouping, experiment_report, render
-
         from rich.console import Console
+
+        from cbloop_pipeline.report import Format, Grouping, experiment_report, render
 
         if fmt not in ("table", "json", "csv"):
             fail(f"--format must be table, json or csv, not {fmt!r}")

@@ -56,7 +56,11 @@ def short_model(model_id: Any) -> str:
 
 
 def _reward(row: Row) -> str:
-    mean, low, high = row.get("mean_reward"), row.get("mean_reward_low"), row.get("mean_reward_high")
+    mean, low, high = (
+        row.get("mean_reward"),
+        row.get("mean_reward_low"),
+        row.get("mean_reward_high"),
+    )
     if mean is None:
         return "-"
     if low is None or high is None:
@@ -67,7 +71,9 @@ def _reward(row: Row) -> str:
 COLUMNS: dict[str, Column] = {
     c.heading: c
     for c in (
-        Column("hour", "hour (UTC) the decisions were made in", lambda r: _when(r["hour"]), 9, True),
+        Column(
+            "hour", "hour (UTC) the decisions were made in", lambda r: _when(r["hour"]), 9, True
+        ),
         Column(
             "from", "first hour (UTC) with decisions", lambda r: _when(r["first_hour"]), 4, True
         ),

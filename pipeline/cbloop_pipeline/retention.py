@@ -25,6 +25,7 @@ files are gone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -381,8 +382,6 @@ def _remove_empty_folder(store: ObjectStore, keys: tuple[str, ...]) -> None:
         path = store.local_path(key)
         if path is None:
             return
-        try:
+        # Not empty (something new arrived) or already gone: leave it.
+        with contextlib.suppress(OSError):
             path.parent.rmdir()
-        except OSError:
-            pass  # not empty (something new arrived) or already gone: leave it
-

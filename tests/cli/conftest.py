@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cli_helpers import CliRun
 from click.testing import Result
 from typer.testing import CliRunner
 
 from cbloop_cli.main import app
-
-from cli_helpers import CliRun
 
 
 @pytest.fixture

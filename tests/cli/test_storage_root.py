@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cli_helpers import CliRun, write_config
 
 from cbloop.settings import load_settings
-
-from cli_helpers import CliRun, write_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

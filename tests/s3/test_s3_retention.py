@@ -28,7 +28,11 @@ ACTIONS = [{"id": a, "features": {"item": {"name": a}}} for a in ("x", "y", "z")
 def _serve(settings: Settings, batch: str, n: int = 30) -> None:
     with TestClient(create_app(settings)) as client:
         for i in range(n):
-            body = {"event_id": f"{batch}-{i}", "context": {"user": {"n": i % 3}}, "actions": ACTIONS}
+            body = {
+                "event_id": f"{batch}-{i}",
+                "context": {"user": {"n": i % 3}},
+                "actions": ACTIONS,
+            }
             answer = client.post("/v1/rank", json=body)
             assert answer.status_code == 200, answer.text
             if answer.json()["action_id"] == "x":
@@ -46,7 +50,10 @@ def _newest_served(settings: Settings, registry: ModelRegistry) -> None:
     pointer = registry.current("default")
     if pointer is None or pointer.model_id != newest.model_id:
         deploy(
-            registry, "default", settings.experiment("default"), model_id=newest.model_id,
+            registry,
+            "default",
+            settings.experiment("default"),
+            model_id=newest.model_id,
             force=True,
         )
 
@@ -139,4 +146,3 @@ def test_retention_on_s3_deletes_old_joined_data_and_unserved_models_only(
     report = loop.run_cycle(settings, "default")
     steps = {s.step: s.status for s in report.steps}
     assert steps["train"] == "done" and "failed" not in steps.values()
-

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cbloop_cli.common import ConfigOption, fail, settings_from
 from cbloop.settings import SettingsError
+from cbloop_cli.common import ConfigOption, fail, settings_from
 
 if TYPE_CHECKING:
     from cbloop_pipeline.deploy import Decision

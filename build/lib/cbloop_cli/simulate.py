@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cbloop_cli.common import ConfigOption, fail
 from cbloop.logs import configure_logging
 from cbloop.settings import LoggingSettings
+from cbloop_cli.common import ConfigOption, fail
 
 if TYPE_CHECKING:
     from cbloop_pipeline.simulate.results import LoopRecord

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated, cast
 import orjson
 import typer
 
-from cbloop_cli.common import ConfigOption, fail, settings_from
 from cbloop.settings import Settings
+from cbloop_cli.common import ConfigOption, fail, settings_from
 
 if TYPE_CHECKING:
     import duckdb

@@ -21,7 +21,12 @@ from cbloop_pipeline.ope.reward_model import (
     fit_reward_model,
     reward_model_args,
 )
-from cbloop_pipeline.ope.scoring import ScoringError, TargetScores, score_file, score_file_per_example
+from cbloop_pipeline.ope.scoring import (
+    ScoringError,
+    TargetScores,
+    score_file,
+    score_file_per_example,
+)
 from cbloop_pipeline.ope.vw_io import PredictionMismatch, VWRunError
 
 __all__ = [

@@ -37,7 +37,13 @@ from pathlib import Path
 import numpy as np
 
 from cbloop.vwargs import feature_args
-from cbloop_pipeline.ope.logged import FloatArray, IntArray, LoggedEvents, ObjectArray, read_logged_events
+from cbloop_pipeline.ope.logged import (
+    FloatArray,
+    IntArray,
+    LoggedEvents,
+    ObjectArray,
+    read_logged_events,
+)
 from cbloop_pipeline.ope.vw_io import PredictionMismatch, parse_action_values, run_vw
 
 logger = logging.getLogger(__name__)

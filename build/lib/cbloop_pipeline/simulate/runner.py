@@ -30,7 +30,6 @@ from cbloop.encoding import timestamp
 from cbloop.registry import ModelRegistry
 from cbloop.settings import ExperimentSettings, Settings, SettingsError, load_settings
 from cbloop.storage import open_store
-from cbloop_pipeline.tables import TableError
 from cbloop_pipeline.lock import LockHeld
 from cbloop_pipeline.loop import LoopStepError
 from cbloop_pipeline.simulate import report
@@ -58,6 +57,7 @@ from cbloop_pipeline.simulate.state import (
     write_config,
 )
 from cbloop_pipeline.simulate.worlds import SyntheticWorld, TableWorld, World, WorldError
+from cbloop_pipeline.tables import TableError
 
 logger = logging.getLogger(__name__)
 

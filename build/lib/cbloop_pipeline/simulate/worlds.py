@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cbloop.encoding import FeatureValue, build_vw_context, encode_context, timestamp
+from cbloop_pipeline.simulate.dsjson import labelled_line
 from cbloop_pipeline.tables import (
     WARM_START_EPOCH,
     LabelledTable,
@@ -32,7 +33,6 @@ from cbloop_pipeline.tables import (
     logged_uniform_events,
     reward_for,
 )
-from cbloop_pipeline.simulate.dsjson import labelled_line
 
 Context = dict[str, dict[str, FeatureValue]]
 FloatArray = npt.NDArray[np.float64]
