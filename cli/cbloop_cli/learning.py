@@ -106,17 +106,18 @@ def _print_cycle(report: CycleReport) -> None:
 def _print_waiting(settings: Settings, name: str) -> None:
     """After `loop --once`: what learning is still waiting for (windows, open segments, events)."""
     from cbloop_pipeline.waiting import waiting
-    from cbloop_pipeline.warehouse import WarehouseError, connect
+    from cbloop_pipeline.warehouse import connect
 
+    # Runs inside the loop's cycle callback: an explanation that fails must not fail the loop.
     try:
         con = connect(settings.warehouse)
-    except WarehouseError as exc:
-        logger.warning("could not tell what %s is waiting for: %s", name, exc)
+        try:
+            lines = waiting(con, settings, name).lines()
+        finally:
+            con.close()
+    except Exception:
+        logger.exception("could not tell what %s is waiting for", name)
         return
-    try:
-        lines = waiting(con, settings, name).lines()
-    finally:
-        con.close()
     if lines:
         typer.echo("  waiting:")
         for line in lines:
@@ -127,14 +128,13 @@ def _apply_retention(settings: Settings) -> None:
     """Retention after a cycle; a failure is logged and the loop goes on (next cycle retries)."""
     if not settings.retention.enabled():
         return
-    from cbloop.registry import RegistryError
-    from cbloop.storage import StorageError
     from cbloop_cli.retention import print_gc, run_retention
-    from cbloop_pipeline.warehouse import WarehouseError
 
     try:
         result = run_retention(settings, dry_run=False)
-    except (WarehouseError, StorageError, RegistryError):
+    except Exception:
+        # The top of the daemon's housekeeping: whatever broke (store, warehouse, a model's
+        # metadata), learning goes on and the next cycle tries again.
         logger.exception("retention failed; retrying after the next cycle")
         return
     if result.items:

@@ -49,30 +49,30 @@ def experiment_report(
 
 #: What the counts mean, for the table's footer and the README.
 COUNT_MEANINGS = {
-    "orphan_rewards": "rewards whose event id matches no decision (all experiments)",
-    "rejected_lines": "segment lines ingest could not read as an event, kept verbatim",
-    "quarantined_lines": "lines ingest quarantined for breaking the event contract",
+    "orphan_rewards": "rewards whose event id matches no decision, all experiments",
+    "rejected_lines": "segment lines ingest could not use, kept verbatim in rejected_lines",
+    "quarantined_lines": "lines ingest set aside for breaking the event contract, "
+    "with the reason, in quarantined_lines",
 }
 
 
 def warehouse_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int | None]:
     """Orphan rewards and refused lines; they have no experiment, so they are warehouse-wide.
 
-    quarantined_lines is None while the warehouse has no quarantine table: ingest's contract
-    validation adds one (any table whose name starts with "quarantine"), and it is counted as
-    soon as it exists.
+    quarantined_lines is None while the warehouse has no `quarantined_lines` table or view
+    (ingest's contract validation adds one; it is counted as soon as it exists).
     """
     orphans = con.execute("SELECT coalesce(sum(orphan_rewards), 0) FROM join_jobs").fetchone()
     rejected = con.execute("SELECT count(*) FROM rejected_lines").fetchone()
     assert orphans is not None and rejected is not None  # aggregates always yield a row
     quarantined: int | None = None
-    tables = con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'quarantine%' "
-        "AND NOT temporary ORDER BY table_name"
-    ).fetchall()
-    for (name,) in tables:
-        row = con.execute(f'SELECT count(*) FROM "{name}"').fetchone()
-        quarantined = (quarantined or 0) + (int(row[0]) if row is not None else 0)
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'quarantined_lines' "
+        "AND table_schema = current_schema()"
+    ).fetchone()
+    if exists is not None and exists[0]:
+        row = con.execute("SELECT count(*) FROM quarantined_lines").fetchone()
+        quarantined = int(row[0]) if row is not None else 0
     return {
         "orphan_rewards": int(orphans[0]),
         "rejected_lines": int(rejected[0]),
@@ -109,10 +109,15 @@ def _table(report: Report, width: int | None) -> str:
         body = render_rows(title, report.by, report.records(), width or 100)
     else:
         body = f"{title}: no decisions yet"
+    shown = dict(report.counts)
+    if shown.get("quarantined_lines") is not None:
+        # Quarantine keeps its lines in rejected_lines too: one count, not the same twice.
+        shown.pop("rejected_lines", None)
+    else:
+        shown.pop("quarantined_lines", None)
     counts = [
-        f"{name.replace('_', ' ')}: {'-' if value is None else value}  ({COUNT_MEANINGS[name]})"
-        for name, value in report.counts.items()
-        if value is not None or name != "quarantined_lines"
+        f"{name.replace('_', ' ')}: {value}  ({COUNT_MEANINGS[name]})"
+        for name, value in shown.items()
     ]
     parts = [body, "\n".join(counts)] if counts else [body]
     if report.rows:

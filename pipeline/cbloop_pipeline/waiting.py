@@ -48,6 +48,8 @@ class Waiting:
     segment_max_seconds: float
     eval_events: int
     min_events: int
+    #: Decisions of the experiment in the warehouse, joined or not.
+    decisions: int = 0
 
     @property
     def eval_short(self) -> int:
@@ -56,6 +58,8 @@ class Waiting:
     def lines(self) -> list[str]:
         """What a person reads: one line per reason that applies."""
         out = []
+        if not self.decisions and not self.open_segments.decisions:
+            out.append(f"no decisions of experiment {self.experiment} logged yet")
         if self.in_window:
             out.append(
                 f"{self.in_window} decision(s) wait for their reward window "
@@ -106,7 +110,10 @@ def waiting(
         """,
         {"x": name, "w": wait, "now": moment},
     ).fetchone()
-    assert row is not None  # an aggregate always yields a row
+    total = con.execute(
+        "SELECT count(DISTINCT event_id) FROM decisions WHERE experiment = ?", [name]
+    ).fetchone()
+    assert row is not None and total is not None  # aggregates always yield a row
     span = timedelta(seconds=wait)
     joins = [j for j in finished_joins(con, name) if j.eval_events > 0]
     recent = experiment.evaluation.recent_joins
@@ -122,6 +129,7 @@ def waiting(
         segment_max_seconds=settings.eventlog.segment_max_seconds,
         eval_events=sum(j.eval_events for j in joins),
         min_events=experiment.promotion.min_events,
+        decisions=int(total[0]),
     )
 
 

@@ -33,6 +33,7 @@ def test_loop_without_an_experiment_runs_every_configured_one(
     assert result.exit_code == 0, result.output
     assert "default cycle 1" in result.stdout
     assert "homepage cycle 1" in result.stdout
+    assert "no decisions of experiment homepage logged yet" in result.stdout
     assert _cycled(tmp_path / "data" / "warehouse.duckdb") == {"default", "homepage"}
 
 
