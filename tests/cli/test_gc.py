@@ -19,6 +19,7 @@ from cbloop import clock
 from cbloop.registry import ModelRegistry
 from cbloop.settings import Settings, load_settings
 from cbloop.storage import LocalStore
+from cbloop_pipeline.lock import exclusive_lock
 from cbloop_pipeline.retention import collect
 from cbloop_pipeline.warehouse import connect
 from cbloop_service.app import create_app
@@ -169,3 +170,25 @@ def test_gc_keeps_everything_younger_than_the_retention_and_deletes_it_once_olde
     after = run_cli(config, "loop", "--once")
     assert after.exit_code == 0, after.output
     assert "failed" not in after.stdout
+
+
+def test_gc_waits_its_turn_while_a_loop_holds_the_lock(tmp_path: Path, run_cli: CliRun) -> None:
+    config = _config(tmp_path, exports_days=0)
+    settings = load_settings(config, env={})
+
+    with exclusive_lock(settings.pipeline.lock_path):
+        held = run_cli(config, "gc")
+    free = run_cli(config, "gc", "--dry-run")
+
+    assert held.exit_code == 3
+    assert "another learning loop holds" in held.stderr
+    assert free.exit_code == 0 and "would delete 0 segments" in free.stdout
+
+
+def test_gc_with_every_retention_unset_deletes_nothing(tmp_path: Path, run_cli: CliRun) -> None:
+    config = _config(tmp_path)
+
+    result = run_cli(config, "gc")
+
+    assert result.exit_code == 0
+    assert "keep forever" in result.stdout
