@@ -47,6 +47,8 @@ class ModelMetadata(BaseModel):
     progressive_loss: float | None = None
     evaluations: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
+    #: Set when retention deleted the model file; the metadata stays so lineages stay whole.
+    file_deleted_at: str | None = None
 
     def record(self, what: str, **details: Any) -> None:
         self.history.append({"at": _now(), "what": what, **details})

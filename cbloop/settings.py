@@ -47,8 +47,15 @@ class StorageSettings(_Strict):
         return self
 
 
+#: File names under storage.root for the warehouse and the loop's lock when not set explicitly.
+WAREHOUSE_FILE = "warehouse.duckdb"
+LOCK_FILE = "pipeline.lock"
+
+
 class WarehouseSettings(_Strict):
-    path: Path = Path("./data/warehouse.duckdb")
+    #: Default (unset or null in the config): <storage.root>/warehouse.duckdb, filled in by
+    #: Settings, so moving storage.root moves the warehouse with it.
+    path: Path = Path("./data") / WAREHOUSE_FILE
 
 
 class EventLogSettings(_Strict):
@@ -72,13 +79,42 @@ class ServiceSettings(_Strict):
 
 class PipelineSettings(_Strict):
     every: str = "5m"
-    lock_path: Path = Path("./data/pipeline.lock")
+    #: Default (unset or null): <storage.root>/pipeline.lock, filled in by Settings.
+    lock_path: Path = Path("./data") / LOCK_FILE
 
     @field_validator("every")
     @classmethod
     def _duration(cls, v: str) -> str:
         parse_duration(v)
         return v
+
+
+class RetentionSettings(_Strict):
+    """How many days to keep what the pipeline leaves behind (None: forever).
+
+    Applied by `cbloop loop` after every cycle and by `cbloop gc`. Whatever the settings, an
+    unjoined segment, the served model and the one before it (the rollback target) stay.
+    """
+
+    #: Closed event segments every join has gone past, counted from their ingest.
+    joined_segments_days: float | None = Field(None, ge=0)
+    #: Joined train/eval exports the newest model has learned, counted from the join.
+    exports_days: float | None = Field(None, ge=0)
+    #: Evaluation files (per-event Parquet, summary, plot); the warehouse keeps the figures.
+    evaluations_days: float | None = Field(None, ge=0)
+    #: Model files of models not served now, counted from their creation; metadata stays.
+    models_days: float | None = Field(None, ge=0)
+
+    def enabled(self) -> bool:
+        return any(
+            v is not None
+            for v in (
+                self.joined_segments_days,
+                self.exports_days,
+                self.evaluations_days,
+                self.models_days,
+            )
+        )
 
 
 class LoggingSettings(_Strict):
@@ -159,8 +195,40 @@ class Settings(_Strict):
     eventlog: EventLogSettings = EventLogSettings()
     service: ServiceSettings = ServiceSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    retention: RetentionSettings = RetentionSettings()
     logging: LoggingSettings = LoggingSettings()
     experiments: dict[str, ExperimentSettings] = {"default": ExperimentSettings()}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paths_under_root(cls, data: Any) -> Any:
+        """Fill warehouse.path and pipeline.lock_path from storage.root when they are unset.
+
+        Done on the raw input because only there can "not set" (missing or null) be told
+        apart from an explicit value equal to the old default; explicit values always win.
+        """
+        if not isinstance(data, dict):
+            return data
+        storage = data.get("storage")
+        if isinstance(storage, StorageSettings):
+            root: Any = storage.root
+        elif isinstance(storage, dict) and storage.get("root") is not None:
+            root = storage["root"]
+        else:
+            root = StorageSettings().root
+        if not isinstance(root, str | Path):
+            return data  # let field validation name the bad storage.root
+        data = dict(data)
+        for section, key, name in (
+            ("warehouse", "path", WAREHOUSE_FILE),
+            ("pipeline", "lock_path", LOCK_FILE),
+        ):
+            node = data.get(section)
+            if node is None:
+                node = {}
+            if isinstance(node, dict) and node.get(key) is None:
+                data[section] = {**node, key: Path(root) / name}
+        return data
 
     @field_validator("experiments")
     @classmethod

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cbloop.settings import SettingsError
+from cbloop.settings import Settings, SettingsError
 from cbloop_cli.common import ConfigOption, fail, settings_from
 
 if TYPE_CHECKING:
@@ -101,6 +101,44 @@ def _print_cycle(report: CycleReport) -> None:
     typer.echo(f"{report.experiment} cycle {report.cycle}{resumed}")
     for step in report.steps:
         typer.echo(f"  {step.step:<9} {step.status:<8} {step.detail}")
+
+
+def _print_waiting(settings: Settings, name: str) -> None:
+    """After `loop --once`: what learning is still waiting for (windows, open segments, events)."""
+    from cbloop_pipeline.waiting import waiting
+    from cbloop_pipeline.warehouse import connect
+
+    # Runs inside the loop's cycle callback: an explanation that fails must not fail the loop.
+    try:
+        con = connect(settings.warehouse)
+        try:
+            lines = waiting(con, settings, name).lines()
+        finally:
+            con.close()
+    except Exception:
+        logger.exception("could not tell what %s is waiting for", name)
+        return
+    if lines:
+        typer.echo("  waiting:")
+        for line in lines:
+            typer.echo(f"    {line}")
+
+
+def _apply_retention(settings: Settings) -> None:
+    """Retention after a cycle; a failure is logged and the loop goes on (next cycle retries)."""
+    if not settings.retention.enabled():
+        return
+    from cbloop_cli.retention import print_gc, run_retention
+
+    try:
+        result = run_retention(settings, dry_run=False)
+    except Exception:
+        # The top of the daemon's housekeeping: whatever broke (store, warehouse, a model's
+        # metadata), learning goes on and the next cycle tries again.
+        logger.exception("retention failed; retrying after the next cycle")
+        return
+    if result.items:
+        print_gc(result)
 
 
 def register(app: typer.Typer) -> None:
@@ -257,7 +295,11 @@ def register(app: typer.Typer) -> None:
         *,
         experiment: Annotated[
             list[str] | None,
-            typer.Option("--experiment", "-e", help="Experiment(s) to run (default: default)."),
+            typer.Option(
+                "--experiment",
+                "-e",
+                help="Experiment to run (repeatable; default: every configured experiment).",
+            ),
         ] = None,
         every: Annotated[
             str | None,
@@ -273,7 +315,7 @@ def register(app: typer.Typer) -> None:
         from cbloop_pipeline.warehouse import WarehouseError
 
         settings = settings_from(config)
-        names = experiment or ["default"]
+        names = experiment or list(settings.experiments)
         try:
             for name in names:
                 settings.experiment(name)
@@ -288,10 +330,16 @@ def register(app: typer.Typer) -> None:
             stop.set()
 
         # Restored afterwards: the command may run inside another program (tests, simulate).
+        def _after_cycle(report: CycleReport) -> None:
+            _print_cycle(report)
+            if once:
+                _print_waiting(settings, report.experiment)
+            _apply_retention(settings)
+
         previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             with exclusive_lock(settings.pipeline.lock_path):
-                run_loop(settings, names, every=period, once=once, stop=stop, on_cycle=_print_cycle)
+                run_loop(settings, names, every=period, once=once, stop=stop, on_cycle=_after_cycle)
         except LockHeld as exc:
             fail(f"{exc}; only one learning loop may run at a time", code=3)
         except (LoopStepError, WarehouseError) as exc:

@@ -122,12 +122,19 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
     ) -> None:
         """Per hour/model/experiment: decisions, rewards (95% CI), exploration, late rewards."""
+        from rich.console import Console
+
         from cbloop_pipeline.report import Format, Grouping, experiment_report, render
 
         if fmt not in ("table", "json", "csv"):
             fail(f"--format must be table, json or csv, not {fmt!r}")
         if by not in ("hour", "model", "experiment"):
             fail(f"--by must be hour, model or experiment, not {by!r}")
-        with _warehouse(settings_from(config)) as con:
+        settings = settings_from(config)
+        if experiment not in settings.experiments:
+            known = ", ".join(sorted(settings.experiments))
+            fail(f"unknown experiment {experiment!r} (configured: {known})")
+        with _warehouse(settings) as con:
             result = experiment_report(con, experiment, cast(Grouping, by))
-        typer.echo(render(result, cast(Format, fmt)))
+        # The terminal's width (rich reads it, or $COLUMNS; 80 when not a terminal).
+        typer.echo(render(result, cast(Format, fmt), width=Console().width))

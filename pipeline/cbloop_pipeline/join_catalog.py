@@ -1,7 +1,8 @@
 """The finished joins of an experiment, as training and evaluation consume them.
 
 A join job's row in `join_jobs` (migration 0005) is written once its train and eval exports
-are in the store, so every row listed here has complete files.
+are in the store, so every row listed here has complete files, unless retention deleted them
+(recorded in `retention_deletions`, migration 0090): those joins are left out.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ class FinishedJoin:
 
 
 def finished_joins(con: duckdb.DuckDBPyConnection, experiment: str) -> list[FinishedJoin]:
-    """Every join of `experiment`, oldest first."""
+    """Every join of `experiment` whose exports are still kept (retention), oldest first."""
     rows = con.execute(
         "SELECT join_id, train_key, eval_key, train_events, eval_events FROM join_jobs "
-        "WHERE experiment = ? ORDER BY job_seq",
+        "WHERE experiment = ? AND join_id NOT IN "
+        "(SELECT item FROM retention_deletions WHERE kind = 'export') ORDER BY job_seq",
         [experiment],
     ).fetchall()
     return [FinishedJoin(str(j), str(t), str(e), int(nt), int(ne)) for j, t, e, nt, ne in rows]

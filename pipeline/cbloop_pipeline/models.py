@@ -22,8 +22,13 @@ class ModelChoiceError(RuntimeError):
 
 def is_deployable(meta: ModelMetadata, experiment: ExperimentSettings) -> bool:
     """VW merges mismatched arguments into a loaded model without complaint, so the metadata's
-    arguments are the only trustworthy record of what a model file is."""
-    return meta.vw_args == experiment.vw_arguments() and meta.state != "refused"
+    arguments are the only trustworthy record of what a model file is. A model whose file
+    retention deleted can be neither served nor continued from."""
+    return (
+        meta.vw_args == experiment.vw_arguments()
+        and meta.state != "refused"
+        and meta.file_deleted_at is None
+    )
 
 
 def lineage(registry: ModelRegistry, meta: ModelMetadata) -> list[ModelMetadata]:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 import duckdb
 import orjson
-from rich.console import Console
-from rich.table import Table
 
 Grouping = Literal["hour", "model", "experiment"]
 Format = Literal["table", "json", "csv"]
@@ -30,6 +28,8 @@ class Report:
     by: Grouping
     columns: list[str]
     rows: list[tuple[Any, ...]]
+    #: Counts over the whole warehouse (see `warehouse_counts`); None when not measured.
+    counts: dict[str, int | None] = field(default_factory=dict)
 
     def records(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
@@ -43,13 +43,52 @@ def experiment_report(
         f"SELECT * FROM {view} WHERE experiment = ? ORDER BY {order}", [experiment]
     )
     columns = [d[0] for d in cursor.description]
-    return Report(experiment, by, columns, [tuple(r) for r in cursor.fetchall()])
+    rows = [tuple(r) for r in cursor.fetchall()]
+    return Report(experiment, by, columns, rows, warehouse_counts(con))
+
+
+#: What the counts mean, for the table's footer and the README.
+COUNT_MEANINGS = {
+    "orphan_rewards": "rewards whose event id matches no decision, all experiments",
+    "rejected_lines": "segment lines ingest could not use, kept verbatim in rejected_lines",
+    "quarantined_lines": "lines ingest set aside for breaking the event contract, "
+    "with the reason, in quarantined_lines",
+}
+
+
+def warehouse_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int | None]:
+    """Orphan rewards and refused lines; they have no experiment, so they are warehouse-wide.
+
+    quarantined_lines is None while the warehouse has no `quarantined_lines` table or view
+    (ingest's contract validation adds one; it is counted as soon as it exists).
+    """
+    orphans = con.execute("SELECT coalesce(sum(orphan_rewards), 0) FROM join_jobs").fetchone()
+    rejected = con.execute("SELECT count(*) FROM rejected_lines").fetchone()
+    assert orphans is not None and rejected is not None  # aggregates always yield a row
+    quarantined: int | None = None
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'quarantined_lines' "
+        "AND table_schema = current_schema()"
+    ).fetchone()
+    if exists is not None and exists[0]:
+        row = con.execute("SELECT count(*) FROM quarantined_lines").fetchone()
+        quarantined = int(row[0]) if row is not None else 0
+    return {
+        "orphan_rewards": int(orphans[0]),
+        "rejected_lines": int(rejected[0]),
+        "quarantined_lines": quarantined,
+    }
 
 
 def render(report: Report, fmt: Format, *, width: int | None = None) -> str:
     if fmt == "json":
         return orjson.dumps(
-            [{k: _plain(v) for k, v in r.items()} for r in report.records()],
+            {
+                "experiment": report.experiment,
+                "by": report.by,
+                "rows": [{k: _plain(v) for k, v in r.items()} for r in report.records()],
+                "counts": report.counts,
+            },
             option=orjson.OPT_INDENT_2,
         ).decode()
     if fmt == "csv":
@@ -63,18 +102,27 @@ def render(report: Report, fmt: Format, *, width: int | None = None) -> str:
 
 
 def _table(report: Report, width: int | None) -> str:
-    table = Table(title=f"experiment {report.experiment} by {report.by}")
-    for name in report.columns:
-        table.add_column(name, justify="left" if name in _TEXT_COLUMNS else "right")
-    for row in report.rows:
-        table.add_row(*(_cell(v) for v in row))
-    # Wide enough for every column at full name; a pager or terminal can scroll it.
-    console = Console(file=io.StringIO(), width=width or 260, record=True)
-    console.print(table)
-    return console.export_text().rstrip("\n")
+    from cbloop_pipeline.report_view import legend, render_rows
 
-
-_TEXT_COLUMNS = frozenset({"experiment", "model_id", "hour", "first_hour", "last_hour"})
+    title = f"experiment {report.experiment} by {report.by}"
+    if report.rows:
+        body = render_rows(title, report.by, report.records(), width or 100)
+    else:
+        body = f"{title}: no decisions yet"
+    shown = dict(report.counts)
+    if shown.get("quarantined_lines") is not None:
+        # Quarantine keeps its lines in rejected_lines too: one count, not the same twice.
+        shown.pop("rejected_lines", None)
+    else:
+        shown.pop("quarantined_lines", None)
+    counts = [
+        f"{name.replace('_', ' ')}: {value}  ({COUNT_MEANINGS[name]})"
+        for name, value in shown.items()
+    ]
+    parts = [body, "\n".join(counts)] if counts else [body]
+    if report.rows:
+        parts.append(legend(report.by))
+    return "\n\n".join(parts)
 
 
 def _plain(value: Any) -> Any:
@@ -84,13 +132,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
