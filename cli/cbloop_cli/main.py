@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cbloop_cli import bench, learning, retention, serve, simulate, warehouse
+from cbloop_cli import bench, decide, learning, retention, serve, simulate, warehouse
 
 app = typer.Typer(
     name="cbloop",
@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (serve, warehouse, learning, retention, simulate, bench):
+for module in (serve, warehouse, learning, retention, decide, simulate, bench):
     module.register(app)
 
 

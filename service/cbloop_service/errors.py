@@ -128,21 +128,37 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     return _json(exc.status_code, error_body(exc.code, detail, errors), headers)
 
 
+def _invalid_json_detail(raw: list[dict[str, Any]]) -> str | None:
+    """The detail for a body that is not JSON at all, None when it is JSON."""
+    if not any(err.get("type") == "json_invalid" for err in raw):
+        return None
+    reason = next(
+        (str(e.get("ctx", {}).get("error", "")) for e in raw if e.get("type") == "json_invalid"),
+        "",
+    )
+    return f"body: not valid JSON ({reason})" if reason else "body: not valid JSON"
+
+
+def _field_errors(raw: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(_field_path(err.get("loc", ())), _message(err)) for err in raw]
+
+
+def validation_detail(exc: RequestValidationError) -> str:
+    """The one-line detail an HTTP answer would carry, for callers off HTTP (batch)."""
+    raw = list(exc.errors())
+    invalid_json = _invalid_json_detail(raw)
+    if invalid_json is not None:
+        return invalid_json
+    return "; ".join(f"{field}: {message}" for field, message in _field_errors(raw))
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     raw = list(exc.errors())
-    if any(err.get("type") == "json_invalid" for err in raw):
-        reason = next(
-            (
-                str(e.get("ctx", {}).get("error", ""))
-                for e in raw
-                if e.get("type") == "json_invalid"
-            ),
-            "",
-        )
-        detail = f"body: not valid JSON ({reason})" if reason else "body: not valid JSON"
-        return _json(400, error_body("invalid_json", detail, [("body", "not valid JSON")]))
-    errors = [(_field_path(err.get("loc", ())), _message(err)) for err in raw]
+    invalid_json = _invalid_json_detail(raw)
+    if invalid_json is not None:
+        return _json(400, error_body("invalid_json", invalid_json, [("body", "not valid JSON")]))
+    errors = _field_errors(raw)
     detail = "; ".join(f"{field}: {message}" for field, message in errors)
     return _json(422, error_body("invalid_request", detail, errors))
 
