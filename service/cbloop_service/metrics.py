@@ -160,6 +160,19 @@ class ServiceMetrics:
             ["experiment"],
             registry=self.registry,
         )
+        self.watch_errors = Counter(
+            "cbloop_model_watch_errors",
+            "Failed polls of the model pointer (the watcher retries with backoff)",
+            ["experiment"],
+            registry=self.registry,
+        )
+        self.behind = Gauge(
+            "cbloop_model_behind_pointer",
+            "1 while the served model may lag the registry pointer (polls failing, or the "
+            "pointer names a model neither serving nor refused)",
+            ["experiment"],
+            registry=self.registry,
+        )
         Gauge("cbloop_worker_info", "This worker process", ["pid"], registry=self.registry).labels(
             str(os.getpid())
         ).set(1)
@@ -180,6 +193,9 @@ class ServiceMetrics:
                 self.model.remove(experiment, previous)
         self.model.labels(experiment, model_id).set(1)
         self.model_loaded.labels(experiment).set(loaded_epoch)
+
+    def set_behind(self, experiment: str, behind: bool) -> None:
+        self.behind.labels(experiment).set(1 if behind else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
