@@ -66,6 +66,7 @@ def open_service(settings: Settings, metrics: ServiceMetrics) -> ServiceState:
 
 
 def _open(settings: Settings, metrics: ServiceMetrics, stack: ExitStack) -> ServiceState:
+    stack.callback(metrics.close)  # last: the worker's gauges leave the shared files
     registry = ModelRegistry(open_store(settings.storage))
     scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="cbloop-models-"))
     loader = ModelLoader(registry, Path(scratch))
@@ -114,11 +115,12 @@ def _open(settings: Settings, metrics: ServiceMetrics, stack: ExitStack) -> Serv
         settings.eventlog,
         on_closed=shipper.submit if shipper is not None else None,
     )
+    # Unwound after the log closed, so the metrics count the segments closed at shutdown.
+    stack.callback(metrics.watch_event_log, None)
     event_log.start()
     # Closing the log renames the open segments (which the shipper then uploads).
     stack.callback(event_log.close)
     metrics.watch_event_log(event_log, shipper)
-    stack.callback(metrics.watch_event_log, None)
 
     policies = PolicySet.open(settings, registry, loader, on_refused)
     stack.callback(policies.close)
