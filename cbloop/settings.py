@@ -74,6 +74,14 @@ class ServiceSettings(_Strict):
     #: features and its id. One request within max_features could otherwise cost 40x another.
     max_scored_features: int = Field(65536, ge=1)
 
+    @field_validator("api_keys", "admin_api_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: object) -> object:
+        # From the environment (e.g. compose's .env) a list is easiest written "k1,k2".
+        if isinstance(v, str):
+            return [key.strip() for key in v.split(",") if key.strip()]
+        return v
+
 
 class PipelineSettings(_Strict):
     every: str = "5m"
