@@ -17,7 +17,6 @@ from urllib.parse import urlparse
 import pytest
 import typer
 import yaml
-
 from fastapi.testclient import TestClient
 
 from cbloop.settings import Settings, load_settings, parse_duration
@@ -235,7 +234,9 @@ def test_keys_from_the_env_file_guard_client_and_admin_routes(tmp_path: Path) ->
     rank = {"context": {"u": {"x": 1}}, "actions": [{"id": "a"}, {"id": "b"}]}
     with TestClient(create_app(settings)) as client:
         assert client.post("/v1/rank", json=rank).status_code == 401
-        assert client.post("/v1/rank", json=rank, headers={"X-API-Key": "client-2"}).status_code == 200
+        assert (
+            client.post("/v1/rank", json=rank, headers={"X-API-Key": "client-2"}).status_code == 200
+        )
         assert client.get("/metrics", headers={"X-API-Key": "client-1"}).status_code == 403
         assert client.get("/metrics").status_code == 401
         assert client.get("/metrics", headers={"X-API-Key": admin}).status_code == 200

@@ -24,6 +24,7 @@ import re
 import threading
 from bisect import bisect_left
 from collections.abc import Iterator
+from typing import Literal
 
 from prometheus_client import (
     CollectorRegistry,
@@ -239,7 +240,7 @@ class ServiceMetrics:
             #: Called by the metrics middleware for every answer.
             self.observe_request = self.http.observe
             self._shared_log = None
-        live = "liveall"
+        live: Literal["liveall"] = "liveall"
         self.model = Gauge(
             "cbloop_model_info",
             "1 for the model each experiment serves in this worker",
@@ -351,14 +352,14 @@ class ServiceMetrics:
             return generate_latest(self.registry)
         self._sync()  # this worker's own numbers are exact; siblings' are at most 1 s old
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
 
     def close(self) -> None:
         """At worker exit: stop syncing and drop this worker's live gauges from the files."""
         self._stop_sync()
         if self.multiprocess:
-            multiprocess.mark_process_dead(os.getpid())
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 def _forget_dead_workers() -> None:
@@ -372,6 +373,6 @@ def _forget_dead_workers() -> None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            multiprocess.mark_process_dead(pid, folder)
+            multiprocess.mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
         except PermissionError:
             continue  # alive, someone else's

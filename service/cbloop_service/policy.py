@@ -299,7 +299,7 @@ def backoff_seconds(poll_seconds: float, failed_rounds: int) -> float:
     """Wait before the next poll after `failed_rounds` failing rounds in a row (0: none)."""
     if failed_rounds <= 0:
         return poll_seconds
-    grown = poll_seconds * 2 ** min(failed_rounds, _BACKOFF_DOUBLINGS)
+    grown = poll_seconds * float(2 ** min(failed_rounds, _BACKOFF_DOUBLINGS))
     return min(grown, max(poll_seconds, MAX_BACKOFF_SECONDS))
 
 

@@ -130,7 +130,7 @@ class Action(_Body):
     )
 
 
-_RANK_EXAMPLE = {
+_RANK_EXAMPLE: dict[str, Any] = {
     "experiment": "default",
     "event_id": "e-2026-0001",
     "context": {"user": {"country": "fr", "age": 31, "premium": True}},

@@ -23,10 +23,19 @@ def busy_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def _serve(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _serve(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from cbloop_cli.main import main; main()", "serve",
-         "--config", str(config), *args],  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from cbloop_cli.main import main; main()",
+            "serve",
+            "--config",
+            str(config),
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -49,7 +49,10 @@ def test_actions_vw_would_conflate_learn_separately(make_client: ClientFactory) 
         chosen = decision["a"][0] - 1
         ws.learn(
             labelled_line(
-                raw, chosen=chosen, probability=decision["p"][0], reward=rewards[decision["EventId"]]
+                raw,
+                chosen=chosen,
+                probability=decision["p"][0],
+                reward=rewards[decision["EventId"]],
             ).decode()
         )
     model_file = settings.storage.root.parent / "sku.vw"

@@ -10,9 +10,7 @@ from fastapi.testclient import TestClient
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
-def test_docs_pages_load_every_asset_from_the_service_itself(
-    client: TestClient, page: str
-) -> None:
+def test_docs_pages_load_every_asset_from_the_service_itself(client: TestClient, page: str) -> None:
     html = client.get(page)
     assert html.status_code == 200
     urls = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", html.text)

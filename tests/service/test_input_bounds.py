@@ -53,7 +53,7 @@ def test_reward_range_follows_the_named_experiment(
 
 
 def test_reward_range_must_be_ordered(make_settings: Callable[..., Settings]) -> None:
-    with pytest.raises(SettingsError, match="reward.min .* must be below reward.max"):
+    with pytest.raises(SettingsError, match=r"reward\.min \(1\) must be below reward\.max \(1\)"):
         make_settings(experiments={"default": {"reward": {"min": 1.0, "max": 1.0}}})
 
 

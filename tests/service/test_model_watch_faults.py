@@ -64,7 +64,9 @@ def test_watcher_survives_a_raw_error_reports_it_and_catches_up(
     ready = polling.get("/readyz")
     assert ready.status_code == 200  # a checked model still serves: stay in rotation
     assert ready.json()["behind_pointer"] == ["default"]
-    assert polling.post("/v1/rank", json={"context": {}, "actions": [{"id": "a"}]}).status_code == 200
+    assert (
+        polling.post("/v1/rank", json={"context": {}, "actions": [{"id": "a"}]}).status_code == 200
+    )
 
     broken_pointer()
     new = publish_model(app_settings(polling), train_model(app_settings(polling)))
@@ -89,7 +91,7 @@ def test_model_route_reads_refusals_safely_while_the_watcher_adds_them(
         while not stop.is_set():
             try:
                 statuses.append(polling.get("/v1/experiments/default/model").status_code)
-            except BaseException as exc:  # a 500 surfaces here: TestClient re-raises
+            except Exception as exc:  # noqa: BLE001 - a 500 surfaces here: TestClient re-raises
                 errors.append(exc)
                 return
 
@@ -102,8 +104,7 @@ def test_model_route_reads_refusals_safely_while_the_watcher_adds_them(
         bad = ""
         for _ in range(12):
             bad = publish_model(settings, garbage_model(tmp_path))
-            model_id = bad
-            wait_for(lambda: registry.metadata("default", model_id).state == "refused", "refusal")
+            wait_for(lambda m=bad: registry.metadata("default", m).state == "refused", "refusal")
     finally:
         stop.set()
         reader.join()

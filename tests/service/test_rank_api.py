@@ -190,7 +190,10 @@ def test_context_and_features_are_logged_as_sent(client: TestClient, read_log: R
     # Numbers and booleans as sent; a string value gets the "=" that keeps it apart from
     # its key in VW's feature name (cbloop.encoding).
     assert line["c"]["user"] == {**body["context"]["user"], "city": "=paris"}
-    assert line["c"]["_multi"][1] == {"item": {"topic": "=t1", "len": 101}, "ActionId": {"id": "a1"}}
+    assert line["c"]["_multi"][1] == {
+        "item": {"topic": "=t1", "len": 101},
+        "ActionId": {"id": "a1"},
+    }
 
 
 def test_second_experiment_is_served_by_its_own_model(make_client: ClientFactory) -> None:

@@ -76,9 +76,7 @@ def test_readyz_reports_the_last_write_error_until_a_write_works_again(
     tiny_fs: Path, make_client: ClientFactory
 ) -> None:
     # With no free-space margin, only the failed write itself tells readiness.
-    client = make_client(
-        storage={"root": str(tiny_fs / "data")}, eventlog={"min_free_bytes": 0}
-    )
+    client = make_client(storage={"root": str(tiny_fs / "data")}, eventlog={"min_free_bytes": 0})
     assert client.post("/v1/rank", json=rank_body()).status_code == 200
     filler = _fill(tiny_fs)
     failed = 0

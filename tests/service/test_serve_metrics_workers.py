@@ -42,8 +42,18 @@ def two_workers(
     scratch.mkdir()
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from cbloop_cli.main import main; main()", "serve",
-         "--workers", "2", "--port", str(port), "--config", str(tmp_path / "config.yaml")],  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from cbloop_cli.main import main; main()",
+            "serve",
+            "--workers",
+            "2",
+            "--port",
+            str(port),
+            "--config",
+            str(tmp_path / "config.yaml"),
+        ],
         env={**os.environ, "TMPDIR": str(scratch)},
         start_new_session=True,
     )
