@@ -7,9 +7,10 @@ metric objects were a visible share of a rank request's cost.
 Several workers (`cbloop serve --workers N` sets PROMETHEUS_MULTIPROC_DIR for its run):
 prometheus_client's multiprocess mode. Every value lives in per-process files in that
 folder and /metrics, whichever worker answers, reads all of them, so one scrape sees the
-whole service. Request metrics are then real Counter/Histogram objects, event-log numbers
-are copied into counters as deltas (at each scrape and every second), gauges of a worker
-vanish when it exits (`mark_process_dead`), and `cbloop_worker_info` lists every live pid.
+whole service. Requests are still counted as plain numbers and, with the event-log
+numbers, copied into shared counters as deltas (every second, at each scrape a worker
+answers and when it stops); gauges of a worker vanish when it exits
+(`mark_process_dead`), and `cbloop_worker_info` lists every live pid.
 """
 
 from __future__ import annotations
@@ -160,10 +161,31 @@ class _HttpStats(Collector):
         yield latency
 
 
-class _SharedEventLogCounters:
-    """Multiprocess mode: the writers' and shipper's own counts copied into shared counters."""
+class _SharedCounters:
+    """Multiprocess mode: this worker's plain counts copied into the shared files as deltas.
 
-    def __init__(self) -> None:
+    Requests keep being counted as plain numbers on the event loop (a shared-file update
+    per request cost about 10x more than the rest of the bookkeeping); the copy runs every
+    SYNC_SECONDS, at each scrape this worker answers and when it stops.
+    """
+
+    def __init__(self, http: _HttpStats) -> None:
+        self.http = http
+        labels = ["route", "method", "status"]
+        self.requests = Counter(
+            "cbloop_http_requests",
+            "HTTP requests by route, method and status",
+            labels,
+            registry=None,
+        )
+        self.latency = Histogram(
+            "cbloop_http_request_duration_seconds",
+            "HTTP request latency by route, method and status",
+            labels,
+            registry=None,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self._http_copied: dict[tuple[str, str, int], tuple[int, float, list[int]]] = {}
         kind = ["kind"]
         self.lines = Counter(
             "cbloop_eventlog_lines_written", "Lines handed to the OS, by kind", kind, registry=None
@@ -197,8 +219,31 @@ class _SharedEventLogCounters:
             (counter.labels(key[1]) if key[1] else counter).inc(delta)
             self._copied[key] = total
 
+    def _sync_http(self) -> None:
+        for key, series in list(self.http.series.items()):
+            # Read while the event loop may add to it: each field only grows, so a copy
+            # that misses the latest request catches it at the next sync.
+            count, total, buckets = series.count, series.total, list(series.buckets)
+            last_count, last_total, last_buckets = self._http_copied.get(
+                key, (0, 0.0, [0] * len(buckets))
+            )
+            if count == last_count and buckets == last_buckets:
+                continue
+            route, method, status = key
+            if count > last_count:
+                self.requests.labels(route, method, status).inc(count - last_count)
+            child = self.latency.labels(route, method, status)
+            # Histogram has no public "add n observations to bucket i"; the per-bucket
+            # values are what observe() itself increments.
+            child._sum.inc(total - last_total)
+            for bucket, now, before in zip(child._buckets, buckets, last_buckets, strict=True):
+                if now > before:
+                    bucket.inc(now - before)
+            self._http_copied[key] = (count, total, buckets)
+
     def sync(self, event_log: EventLog | None, shipper: SegmentShipper | None) -> None:
         with self._lock:  # the sync thread and a scrape may both call this
+            self._sync_http()
             if event_log is not None:
                 for writer in (event_log.decisions, event_log.outcomes):
                     self._add(self.lines, ("lines", writer.kind), writer.lines_written)
@@ -216,30 +261,15 @@ class ServiceMetrics:
         # Multiprocess mode: the values live in shared files, read back at render time, so
         # the metric objects need no registry of their own.
         own = None if self.multiprocess else self.registry
+        #: Called by the metrics middleware for every answer: plain numbers in both modes.
+        self.http = _HttpStats(_LATENCY_BUCKETS)
+        self.observe_request = self.http.observe
         if self.multiprocess:
             _forget_dead_workers()
-            labels = ["route", "method", "status"]
-            self._requests = Counter(
-                "cbloop_http_requests",
-                "HTTP requests by route, method and status",
-                labels,
-                registry=None,
-            )
-            self._latency = Histogram(
-                "cbloop_http_request_duration_seconds",
-                "HTTP request latency by route, method and status",
-                labels,
-                registry=None,
-                buckets=_LATENCY_BUCKETS,
-            )
-            self.observe_request = self._observe_shared
-            self._shared_log: _SharedEventLogCounters | None = _SharedEventLogCounters()
+            self._shared: _SharedCounters | None = _SharedCounters(self.http)
         else:
-            self.http = _HttpStats(_LATENCY_BUCKETS)
             self.registry.register(self.http)
-            #: Called by the metrics middleware for every answer.
-            self.observe_request = self.http.observe
-            self._shared_log = None
+            self._shared = None
         live: Literal["liveall"] = "liveall"
         self.model = Gauge(
             "cbloop_model_info",
@@ -295,10 +325,6 @@ class ServiceMetrics:
         self._sync_stop = threading.Event()
         self._sync_thread: threading.Thread | None = None
 
-    def _observe_shared(self, route: str, method: str, status: int, seconds: float) -> None:
-        self._requests.labels(route, method, status).inc()
-        self._latency.labels(route, method, status).observe(seconds)
-
     def watch_event_log(
         self, event_log: EventLog | None, shipper: SegmentShipper | None = None
     ) -> None:
@@ -307,7 +333,7 @@ class ServiceMetrics:
             self._sync()  # the last lines and the segments closed at shutdown
         self._event_log.event_log = event_log
         self._event_log.shipper = shipper
-        if event_log is not None and self._shared_log is not None and self._sync_thread is None:
+        if event_log is not None and self._shared is not None and self._sync_thread is None:
             self._sync_stop.clear()
             self._sync_thread = threading.Thread(
                 target=self._sync_loop, name="metrics-sync", daemon=True
@@ -315,15 +341,15 @@ class ServiceMetrics:
             self._sync_thread.start()
 
     def _sync(self) -> None:
-        if self._shared_log is not None:
-            self._shared_log.sync(self._event_log.event_log, self._event_log.shipper)
+        if self._shared is not None:
+            self._shared.sync(self._event_log.event_log, self._event_log.shipper)
 
     def _sync_loop(self) -> None:
         while not self._sync_stop.wait(SYNC_SECONDS):
             try:
                 self._sync()
             except Exception:  # the top of a long-lived thread: log and go on
-                logger.exception("could not copy event log counters to the shared metrics")
+                logger.exception("could not copy this worker's counts to the shared metrics")
 
     def _stop_sync(self) -> None:
         self._sync_stop.set()

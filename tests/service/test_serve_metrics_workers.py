@@ -82,18 +82,26 @@ def test_one_scrape_sees_every_workers_requests(
     writers = {p.name.split("-")[1] for p in (root / "events" / "decisions").rglob("*.jsonl*")}
     assert len(writers) == 2, "both workers answered ranks"
 
-    text = httpx.get(f"{base}/metrics").text
     rank = {"route": "/v1/rank", "method": "POST", "status": "200"}
-    assert _sample(text, "cbloop_http_requests_total", **rank) == N_RANKS
-    assert _sample(text, "cbloop_http_request_duration_seconds_count", **rank) == N_RANKS
-    pids = set(re.findall(r'^cbloop_worker_info{pid="(\d+)"} 1\.0$', text, re.M))
-    assert pids == {str(pid) for pid in _workers(proc.pid)}
-    # Event-log counters of the sibling are copied every second.
+
+    def complete(text: str) -> bool:
+        # Each worker copies its counts to the shared files every second (and the one
+        # answering the scrape just before it), so a second scrape at most sees them all.
+        return (
+            _sample(text, "cbloop_http_requests_total", **rank) == N_RANKS
+            and _sample(text, "cbloop_eventlog_lines_written_total", kind="decisions") == N_RANKS
+        )
+
     deadline = time.monotonic() + 10
-    while _sample(text, "cbloop_eventlog_lines_written_total", kind="decisions") != N_RANKS:
+    text = httpx.get(f"{base}/metrics").text
+    while not complete(text):
         assert time.monotonic() < deadline, text
         time.sleep(0.2)
         text = httpx.get(f"{base}/metrics").text
+    assert _sample(text, "cbloop_http_request_duration_seconds_count", **rank) == N_RANKS
+    assert _sample(text, "cbloop_http_requests_total", **rank) == N_RANKS  # never more
+    pids = set(re.findall(r'^cbloop_worker_info{pid="(\d+)"} 1\.0$', text, re.M))
+    assert pids == {str(pid) for pid in _workers(proc.pid)}
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
