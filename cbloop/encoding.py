@@ -4,10 +4,18 @@ VW reads DSJSON through its own `--dsjson` parser both when the service scores a
 and when the pipeline trains on the log, so what is logged is exactly what was scored.
 Two VW parser facts shape the byte layout here: labels must precede "c" (the parser is
 streaming), and an "a" array must be present for the `_multi` actions to be read.
+
+VW's JSON parser also loses information a client may send: it turns space, tab, `|` and
+`:` in names and string values into `_`, stops a string at NUL, and names a string feature
+by gluing key and value together (`{"x": "yz"}` and `{"xy": "z"}` were one feature). So
+`build_vw_context` writes names and values injectively (see `vw_name`): a string feature
+`"k": "v"` is logged as `"k": "=v"`, which VW reads as the feature `k=v`, and characters VW
+would conflate are percent-escaped. Plain names and action ids are written unchanged.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TypeAlias
@@ -22,12 +30,53 @@ ACTION_NS = "ActionId"
 DSJSON_VERSION = "1"
 
 
+#: What VW's parser rewrites or cuts (whitespace, `|`, `:`, control characters), plus `%`
+#: (the escape) and `=` (the key/value separator of string features), so escaping is
+#: injective and the separator can only come from us.
+_UNSAFE = re.compile(r"[%=|:\s\x00-\x1f\x7f]")
+#: Prefix of every logged string feature value: VW names the feature key + value.
+STRING_VALUE_PREFIX = "="
+
+
+def _percent(match: re.Match[str]) -> str:
+    return "".join(f"%{byte:02X}" for byte in match.group().encode())
+
+
+def vw_name(text: str) -> str:
+    """`text` with every character VW would conflate percent-escaped (UTF-8 bytes, `%XX`).
+
+    Injective, and the identity on names without such characters (the common case), so
+    those stay readable in the log and in VW's audit output.
+    """
+    if _UNSAFE.search(text) is None:
+        return text
+    return _UNSAFE.sub(_percent, text)
+
+
+def _vw_features(features: Mapping[str, FeatureValue]) -> dict[str, FeatureValue]:
+    return {
+        vw_name(key): STRING_VALUE_PREFIX + vw_name(value) if isinstance(value, str) else value
+        for key, value in features.items()
+    }
+
+
+def _vw_namespaces(namespaces: Namespaces) -> dict[str, object]:
+    return {vw_name(ns): _vw_features(features) for ns, features in namespaces.items()}
+
+
 def build_vw_context(
     context: Namespaces, actions: Sequence[tuple[str, Namespaces]]
 ) -> dict[str, object]:
-    """The DSJSON `c` object: shared namespaces plus one `_multi` entry per action, in order."""
-    multi = [{**features, ACTION_NS: {"id": action_id}} for action_id, features in actions]
-    return {**context, "_multi": multi}
+    """The DSJSON `c` object: shared namespaces plus one `_multi` entry per action, in order.
+
+    Names and string values are written so that VW keeps distinct inputs distinct (see the
+    module docstring). The action id needs no separator: `ActionId` holds one feature, `id`.
+    """
+    multi = [
+        {**_vw_namespaces(features), ACTION_NS: {"id": vw_name(action_id)}}
+        for action_id, features in actions
+    ]
+    return {**_vw_namespaces(context), "_multi": multi}
 
 
 def encode_context(c: Mapping[str, object]) -> bytes:

@@ -63,6 +63,8 @@ class EventLogSettings(_Strict):
     segment_max_bytes: int = Field(64 * 1024 * 1024, gt=1024)
     fsync: Literal["always", "interval", "never"] = "interval"
     fsync_interval_ms: int = Field(200, gt=0)
+    #: /readyz says not ready when the segment folder has less free space than this.
+    min_free_bytes: int = Field(1024 * 1024, ge=0)
 
 
 class ServiceSettings(_Strict):
@@ -75,6 +77,17 @@ class ServiceSettings(_Strict):
     max_body_bytes: int = Field(1024 * 1024, gt=0)
     max_actions: int = Field(256, ge=1)
     max_features: int = Field(4096, ge=1)
+    #: What VW actually scores: every shared feature once per action, plus each action's own
+    #: features and its id. One request within max_features could otherwise cost 40x another.
+    max_scored_features: int = Field(65536, ge=1)
+
+    @field_validator("api_keys", "admin_api_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: object) -> object:
+        # From the environment (e.g. compose's .env) a list is easiest written "k1,k2".
+        if isinstance(v, str):
+            return [key.strip() for key in v.split(",") if key.strip()]
+        return v
 
 
 class PipelineSettings(_Strict):
@@ -130,11 +143,31 @@ class ExplorationSettings(_Strict):
     gamma_scale: float = Field(10.0, gt=0)
 
 
+#: Default bounds of an accepted reward. VW keeps weights and costs in float32: a reward of
+#: 1e308 overflows it and turns the model into NaN for good. A million either way keeps
+#: squared losses (1e12) and their gradients comfortably finite while leaving room for
+#: revenue-like rewards; experiments with a known range should set it tighter.
+REWARD_LIMIT = 1e6
+
+
 class RewardSettings(_Strict):
     wait_seconds: float = Field(600.0, ge=0)
     backward_seconds: float = Field(60.0, ge=0)
     default: float | None = 0.0
     aggregation: Literal["earliest", "latest", "sum", "mean", "min", "max"] = "earliest"
+    #: The service refuses (422) rewards outside [min, max].
+    min: float = Field(-REWARD_LIMIT, allow_inf_nan=False)
+    max: float = Field(REWARD_LIMIT, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _range(self) -> RewardSettings:
+        if not self.min < self.max:
+            raise ValueError(f"reward.min ({self.min:g}) must be below reward.max ({self.max:g})")
+        if self.default is not None and not self.min <= self.default <= self.max:
+            raise ValueError(
+                f"reward.default ({self.default:g}) must lie in [reward.min, reward.max]"
+            )
+        return self
 
 
 class SplitSettings(_Strict):

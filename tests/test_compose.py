@@ -7,6 +7,7 @@ runs too where a compose client is installed.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,13 +17,16 @@ from urllib.parse import urlparse
 import pytest
 import typer
 import yaml
+from fastapi.testclient import TestClient
 
 from cbloop.settings import Settings, load_settings, parse_duration
 from cbloop_cli.main import app
+from cbloop_service.app import create_app
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 CONFIG_TARGET = "/etc/cbloop/config.yaml"
+ENV_EXAMPLE = REPO / ".env.example"
 
 
 def compose() -> dict[str, Any]:
@@ -159,3 +163,82 @@ def test_docker_compose_accepts_the_file() -> None:
         cwd=REPO,
     )
     assert result.returncode == 0, result.stderr.decode()
+
+
+# -- keys from .env: compose never publishes an open service ----------------------------
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::([?-])([^}]*))?\}")
+
+
+class MissingVariable(Exception):
+    pass
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's `${VAR}`, `${VAR:-default}` and `${VAR:?message}` (unset or empty)."""
+
+    def value(match: re.Match[str]) -> str:
+        name, op, arg = match.groups()
+        if env.get(name):
+            return env[name]
+        if op == "?":
+            raise MissingVariable(f"{name}: {arg}")
+        return arg if op == "-" else ""
+
+    return _VARIABLE.sub(value, text)
+
+
+def dotenv(path: Path) -> dict[str, str]:
+    pairs = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def compose_with(env: dict[str, str]) -> dict[str, Any]:
+    loaded = yaml.safe_load(interpolate(COMPOSE_FILE.read_text(encoding="utf-8"), env))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_compose_refuses_to_start_the_service_without_client_and_admin_keys() -> None:
+    example = dotenv(ENV_EXAMPLE)
+    without_keys = {k: v for k, v in example.items() if "API_KEYS" not in k}
+    with pytest.raises(MissingVariable, match="CBLOOP_API_KEYS"):
+        compose_with(without_keys)
+    with pytest.raises(MissingVariable, match="CBLOOP_ADMIN_API_KEYS"):
+        compose_with({**without_keys, "CBLOOP_API_KEYS": example["CBLOOP_API_KEYS"]})
+
+
+def test_the_service_port_is_published_on_loopback_unless_asked() -> None:
+    (default,) = compose_with(dotenv(ENV_EXAMPLE))["services"]["service"]["ports"]
+    assert str(default).startswith("127.0.0.1:")
+    env = {**dotenv(ENV_EXAMPLE), "CBLOOP_BIND": "0.0.0.0", "CBLOOP_PORT": "9000"}
+    assert compose_with(env)["services"]["service"]["ports"] == ["0.0.0.0:9000:8000"]
+
+
+def test_keys_from_the_env_file_guard_client_and_admin_routes(tmp_path: Path) -> None:
+    example = dotenv(ENV_EXAMPLE)
+    example["CBLOOP_API_KEYS"] = "client-1,client-2"  # comma-separated lists work
+    service_env = compose_with(example)["services"]["service"]["environment"]
+    overrides = {k: str(v) for k, v in service_env.items() if k.startswith("CBLOOP_")}
+    # The container's settings, but with local storage so no S3 server is needed here.
+    overrides |= {"CBLOOP_STORAGE__BACKEND": "local", "CBLOOP_STORAGE__ROOT": str(tmp_path)}
+    settings = load_settings(REPO / "docker" / "config.yaml", env=overrides)
+    assert settings.service.api_keys == ["client-1", "client-2"]
+    admin = example["CBLOOP_ADMIN_API_KEYS"]
+    assert settings.service.admin_api_keys == [admin]
+
+    rank = {"context": {"u": {"x": 1}}, "actions": [{"id": "a"}, {"id": "b"}]}
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v1/rank", json=rank).status_code == 401
+        assert (
+            client.post("/v1/rank", json=rank, headers={"X-API-Key": "client-2"}).status_code == 200
+        )
+        assert client.get("/metrics", headers={"X-API-Key": "client-1"}).status_code == 403
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"X-API-Key": admin}).status_code == 200
+        model = client.get("/v1/experiments/default/model", headers={"X-API-Key": "client-1"})
+        assert model.status_code == 403

@@ -40,4 +40,8 @@ class EventLog:
         self.outcomes.close()
 
     def writable(self) -> bool:
-        return self.decisions.writable() and self.outcomes.writable()
+        return self.unwritable_reason() is None
+
+    def unwritable_reason(self) -> str | None:
+        """Why either writer could not take a line now, or None."""
+        return self.decisions.unwritable_reason() or self.outcomes.unwritable_reason()

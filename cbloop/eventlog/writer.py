@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +65,8 @@ class SegmentWriter:
         self.clock = clock
         self.lines_written = 0
         self.segments_closed = 0
+        #: Why the last append failed; cleared by a later append or probe that works.
+        self.last_write_error: str | None = None
         self._seq = 0
         self._lock = threading.Lock()
         self._current: _Segment | None = None
@@ -91,12 +94,39 @@ class SegmentWriter:
         self._finish_closing()
 
     def writable(self) -> bool:
+        return self.unwritable_reason() is None
+
+    def unwritable_reason(self) -> str | None:
+        """Why a line could not be written now, or None if it can.
+
+        Permission bits alone said "writable" on a full disk, so this also checks the free
+        space and inodes of the segment folder and, after a write failed, probes with a
+        real write: readiness must clear once the fault is gone (a probe that works), and
+        must not while it lasts.
+        """
         directory = self.root / kind_prefix(self.kind)
         try:
             directory.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            return False
-        return os.access(directory, os.W_OK)
+            if not os.access(directory, os.W_OK):
+                return f"{directory} is not writable"
+            fs = os.statvfs(directory)
+        except OSError as exc:
+            return f"{directory}: {exc}"
+        free = fs.f_bavail * fs.f_frsize
+        if free < self.settings.min_free_bytes:
+            return (
+                f"{free} bytes free under {directory}, below eventlog.min_free_bytes="
+                f"{self.settings.min_free_bytes}"
+            )
+        if fs.f_files > 0 and fs.f_favail == 0:
+            return f"no free inodes under {directory}"
+        if self.last_write_error is not None:
+            try:
+                _probe_write(directory)
+            except OSError as exc:
+                return f"last write failed ({self.last_write_error}); a probe write too: {exc}"
+            self.last_write_error = None
+        return None
 
     # -- writing ---------------------------------------------------------------------
     def append(self, line: bytes) -> None:
@@ -111,7 +141,11 @@ class SegmentWriter:
                 self._closing.append(seg)
                 seg = self._current = None
             if seg is None:
-                seg = self._current = self._open_segment(now)
+                try:
+                    seg = self._current = self._open_segment(now)
+                except EventLogError as exc:
+                    self.last_write_error = str(exc)
+                    raise
             try:
                 _write_all(seg.fd, line)
                 if self.settings.fsync == "always":
@@ -121,11 +155,14 @@ class SegmentWriter:
                 # next line starts clean; recovery truncates the tail.
                 self._closing.append(seg)
                 self._current = None
+                self.last_write_error = f"{type(exc).__name__}: {exc}"
                 raise EventLogError(f"could not write {self.kind} line: {exc}") from exc
             seg.size += len(line)
             seg.lines += 1
             self.lines_written += 1
             self._dirty = True
+            if self.last_write_error is not None:
+                self.last_write_error = None
 
     def _open_segment(self, now: float) -> _Segment:
         while True:
@@ -203,6 +240,17 @@ class SegmentWriter:
         except OSError:
             # Shipping failures must never break writing; the shipper retries on its own.
             logger.exception("segment close callback failed", extra={"key": key})
+
+
+def _probe_write(directory: Path) -> None:
+    """Create, write, sync and remove a small file: what a new segment would need."""
+    fd, name = tempfile.mkstemp(prefix=".probe-", dir=directory)
+    try:
+        _write_all(fd, b"probe\n" * 512)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(name)
 
 
 def recover_orphans(root: Path, kind: Kind) -> list[tuple[Path, str]]:

@@ -23,6 +23,7 @@ from cbloop_service.errors import TranslateErrors, install_error_handlers
 from cbloop_service.metrics import ServiceMetrics
 from cbloop_service.middleware import BodySizeLimit, RequestMetrics
 from cbloop_service.routes import include_routes, manual_openapi
+from cbloop_service.routes.docs import install_docs
 from cbloop_service.state import open_service
 
 logger = logging.getLogger(__name__)
@@ -79,9 +80,13 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Contextual-bandit decisions: rank, reward, activate.",
         version="1",
         lifespan=lifespan,
+        # Served by install_docs from local files: FastAPI's pages need a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = None
     install_error_handlers(app)
+    install_docs(app)
 
     def short_stack(endpoint: ASGIApp) -> ASGIApp:
         # The same layers, in the same order, as the middleware around FastAPI below.

@@ -57,6 +57,16 @@ class LimitExceeded(ServiceError):
     code = "limit_exceeded"
 
 
+class RewardOutOfRange(ServiceError):
+    status_code = 422
+    code = "reward_out_of_range"
+
+    def __init__(self, value: float, low: float, high: float, where: str) -> None:
+        super().__init__(
+            f"reward {value:g} is outside [{low:g}, {high:g}] ({where})", field="value"
+        )
+
+
 class BodyTooLarge(ServiceError):
     status_code = 413
     code = "body_too_large"

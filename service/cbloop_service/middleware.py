@@ -42,7 +42,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] != "http.request":
                 # The client left; let the app see the disconnect.
-                await self.app(scope, _replay([message]), send)
+                await self.app(scope, _replay([message], receive), send)
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
@@ -53,7 +53,9 @@ class BodySizeLimit:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         await self.app(
-            scope, _replay([{"type": "http.request", "body": body, "more_body": False}]), send
+            scope,
+            _replay([{"type": "http.request", "body": body, "more_body": False}], receive),
+            send,
         )
 
 
@@ -67,16 +69,17 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _replay(messages: list[Message]) -> Receive:
+def _replay(messages: list[Message], receive: Receive) -> Receive:
     pending = list(messages)
 
-    async def receive() -> Message:
+    async def replayed() -> Message:
         if pending:
             return pending.pop(0)
-        # After the body, ASGI servers report a disconnect when the client goes.
-        return {"type": "http.disconnect"}
+        # After the body, the server's own receive reports the disconnect when the client
+        # really goes; answering it at once made streaming responses (files) stop empty.
+        return await receive()
 
-    return receive
+    return replayed
 
 
 async def _reject(send: Send, limit: int) -> None:

@@ -67,7 +67,36 @@ class PolicyHolder:
     settings: ExperimentSettings
     model: LoadedModel
     pointer_model_id: str | None = None
-    refused: deque[Refusal] = field(default_factory=lambda: deque(maxlen=_REFUSALS_KEPT))
+    #: Why the last poll of the pointer failed (None once a poll succeeds again).
+    watch_error: str | None = None
+    watch_error_at: str | None = None
+    _refused: deque[Refusal] = field(default_factory=lambda: deque(maxlen=_REFUSALS_KEPT))
+    # The watcher thread appends while the model route reads: iterating a deque another
+    # thread mutates raises, so both go through this lock.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_refusal(self, refusal: Refusal) -> None:
+        with self._lock:
+            self._refused.append(refusal)
+
+    def refusals(self) -> list[Refusal]:
+        """A copy of the refusals kept, oldest first."""
+        with self._lock:
+            return list(self._refused)
+
+    @property
+    def behind_pointer(self) -> bool:
+        """The served model may not be what the registry's pointer names.
+
+        True while polls fail (the pointer cannot be read, so a deploy may go unseen), or
+        when the pointer names a model that is neither serving nor refused.
+        """
+        if self.watch_error is not None:
+            return True
+        pointer = self.pointer_model_id
+        if pointer is None or pointer == self.model.model_id:
+            return False
+        return all(r.model_id != pointer for r in self.refusals())
 
 
 def predict_pmf(workspace: vowpalwabbit.Workspace, line: str) -> list[float]:
@@ -174,6 +203,11 @@ class PolicySet:
     def __init__(self, holders: dict[str, PolicyHolder]) -> None:
         self.holders = holders
 
+    def close(self) -> None:
+        """Free every serving workspace (at shutdown, once no request can reach them)."""
+        for holder in self.holders.values():
+            holder.model.workspace.finish()
+
     def get(self, experiment: str) -> PolicyHolder:
         try:
             return self.holders[experiment]
@@ -188,7 +222,24 @@ class PolicySet:
         loader: ModelLoader,
         on_refused: Callable[[str, ModelRefused], None],
     ) -> PolicySet:
-        holders = {}
+        holders: dict[str, PolicyHolder] = {}
+        try:
+            cls._load_all(settings, registry, loader, on_refused, holders)
+        except BaseException:
+            # A later experiment failed: free the workspaces already loaded, or they would
+            # outlive a startup that never completes.
+            cls(holders).close()
+            raise
+        return cls(holders)
+
+    @staticmethod
+    def _load_all(
+        settings: Settings,
+        registry: ModelRegistry,
+        loader: ModelLoader,
+        on_refused: Callable[[str, ModelRefused], None],
+        holders: dict[str, PolicyHolder],
+    ) -> None:
         for name, exp in settings.experiments.items():
             pointer = registry.current(name)
             if pointer is None:
@@ -213,7 +264,6 @@ class PolicySet:
                 "serving model",
                 extra={"experiment": name, "model_id": holder.model.model_id},
             )
-        return cls(holders)
 
 
 def _startup_model(
@@ -240,8 +290,26 @@ def _startup_model(
     return loader.fallback(settings)
 
 
+#: Longest wait between polls while they keep failing (or poll_seconds, if longer).
+MAX_BACKOFF_SECONDS = 30.0
+_BACKOFF_DOUBLINGS = 5
+
+
+def backoff_seconds(poll_seconds: float, failed_rounds: int) -> float:
+    """Wait before the next poll after `failed_rounds` failing rounds in a row (0: none)."""
+    if failed_rounds <= 0:
+        return poll_seconds
+    grown = poll_seconds * float(2 ** min(failed_rounds, _BACKOFF_DOUBLINGS))
+    return min(grown, max(poll_seconds, MAX_BACKOFF_SECONDS))
+
+
 class ModelWatcher:
-    """Polls each experiment's pointer and swaps in new models, off the request path."""
+    """Polls each experiment's pointer and swaps in new models, off the request path.
+
+    The thread survives any failure of a poll: it logs it, counts it (`on_error`), marks
+    the experiment as possibly behind its pointer and retries with a growing delay, so a
+    short fault (a permission error, the store unreachable) cannot freeze a worker's model.
+    """
 
     def __init__(
         self,
@@ -252,6 +320,8 @@ class ModelWatcher:
         poll_seconds: float,
         on_swap: Callable[[PolicyHolder, LoadedModel], None],
         on_refused: Callable[[str, ModelRefused], None],
+        on_error: Callable[[PolicyHolder, BaseException], None] | None = None,
+        on_poll: Callable[[PolicyHolder], None] | None = None,
     ) -> None:
         self.policies = policies
         self.registry = registry
@@ -259,9 +329,12 @@ class ModelWatcher:
         self.poll_seconds = poll_seconds
         self.on_swap = on_swap
         self.on_refused = on_refused
+        self.on_error = on_error
+        self.on_poll = on_poll
         self._seen: dict[str, str | None] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failed_rounds = 0
 
     def start(self) -> None:
         # Nothing is marked seen here: a deploy landing between the startup load and this
@@ -277,14 +350,39 @@ class ModelWatcher:
             self._thread = None
 
     def _run(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
+        while not self._stop.wait(backoff_seconds(self.poll_seconds, self._failed_rounds)):
+            failed = False
             for holder in self.policies.holders.values():
-                try:
-                    self.poll(holder)
-                except (StorageError, RegistryError):
-                    # Transient (store unreachable, pointer mid-write): the version is not
-                    # marked seen, so the next tick retries.
-                    logger.exception("model poll failed", extra={"experiment": holder.experiment})
+                failed |= not self._poll_safely(holder)
+            self._failed_rounds = self._failed_rounds + 1 if failed else 0
+
+    def _poll_safely(self, holder: PolicyHolder) -> bool:
+        try:
+            self.poll(holder)
+        except Exception as exc:
+            # The top of a long-lived thread: whatever went wrong (store unreachable, a raw
+            # PermissionError, a pointer mid-write), the version is not marked seen, so a
+            # later round retries; the worker keeps serving the model it has.
+            holder.watch_error = f"{type(exc).__name__}: {exc}"
+            holder.watch_error_at = timestamp()
+            logger.exception(
+                "model poll failed; retrying with backoff",
+                extra={
+                    "experiment": holder.experiment,
+                    "error": holder.watch_error,
+                    "failed_rounds": self._failed_rounds + 1,
+                    "serving": holder.model.model_id,
+                },
+            )
+            if self.on_error is not None:
+                self.on_error(holder, exc)
+            return False
+        if holder.watch_error is not None:
+            logger.info("model poll works again", extra={"experiment": holder.experiment})
+            holder.watch_error = holder.watch_error_at = None
+        if self.on_poll is not None:
+            self.on_poll(holder)
+        return True
 
     def poll(self, holder: PolicyHolder) -> None:
         """One check of one experiment's pointer; public so tests can drive it directly."""

@@ -20,8 +20,13 @@ from cbloop.encoding import (
 )
 from cbloop.eventlog import SegmentWriter
 from cbloop.sampling import choose, normalize_pmf, ranking_order, split_draw
-from cbloop.settings import ServiceSettings
-from cbloop_service.errors import AllActionsExcluded, LimitExceeded
+from cbloop.settings import ServiceSettings, Settings
+from cbloop_service.errors import (
+    AllActionsExcluded,
+    LimitExceeded,
+    RewardOutOfRange,
+    UnknownExperiment,
+)
 from cbloop_service.policy import PolicyHolder, predict_pmf
 from cbloop_service.schemas import RankRequest
 
@@ -33,24 +38,53 @@ class Decision:
     model_id: str
     action_id: str
     probability: float
-    #: (action id, probability): eligible actions by decreasing probability, then excluded ones.
+    #: (action id, probability): the chosen action, the other eligible ones by decreasing
+    #: probability, then the excluded ones (probability 0).
     ranking: list[tuple[str, float]]
 
 
 def check_limits(request: RankRequest, limits: ServiceSettings) -> None:
-    if len(request.actions) > limits.max_actions:
+    n_actions = len(request.actions)
+    if n_actions > limits.max_actions:
         raise LimitExceeded(
-            f"{len(request.actions)} actions, at most {limits.max_actions} allowed",
+            f"{n_actions} actions, at most {limits.max_actions} allowed",
             field="actions",
         )
-    count = sum(len(features) for features in request.context.values())
-    for action in request.actions:
-        count += sum(len(features) for features in action.features.values())
+    shared = sum(len(features) for features in request.context.values())
+    own = sum(len(f) for action in request.actions for f in action.features.values())
+    count = shared + own
     if count > limits.max_features:
         raise LimitExceeded(
             f"{count} features in context and actions, at most {limits.max_features} allowed",
             field="context",
         )
+    # VW scores the shared features once per action (they are copied into every `_multi`
+    # example), plus each action's own features and its id: that, not the body size, is
+    # what a request costs.
+    scored = (shared + 1) * n_actions + own
+    if scored > limits.max_scored_features:
+        raise LimitExceeded(
+            f"{scored} features to score ({shared} context features x {n_actions} actions "
+            f"+ {own} action features + {n_actions} action ids), at most "
+            f"service.max_scored_features={limits.max_scored_features} allowed",
+            field="context",
+        )
+
+
+def check_reward(value: float, experiment: str | None, settings: Settings) -> None:
+    """Refuse a reward outside its experiment's [reward.min, reward.max] (any one's if unnamed)."""
+    if experiment is not None:
+        reward = settings.experiments.get(experiment)
+        if reward is None:
+            raise UnknownExperiment(experiment)
+        low, high = reward.reward.min, reward.reward.max
+        where = f"experiments.{experiment}.reward.min/max"
+    else:
+        low = min(e.reward.min for e in settings.experiments.values())
+        high = max(e.reward.max for e in settings.experiments.values())
+        where = "reward.min/max of the configured experiments"
+    if not low <= value <= high:
+        raise RewardOutOfRange(value, low, high, where)
 
 
 def rank(request: RankRequest, policy: PolicyHolder, decisions: SegmentWriter) -> Decision:
@@ -66,11 +100,14 @@ def rank(request: RankRequest, policy: PolicyHolder, decisions: SegmentWriter) -
     model = policy.model  # one read: a concurrent swap cannot mix two models in this request
     pmf = normalize_pmf(predict_pmf(model.workspace, predict_line(c_json)), len(eligible))
     chosen = choose(event_id, pmf)
+    # The logged "a" order is also the answer's ranking, so an app showing ranking[0] shows
+    # exactly the logged choice.
+    order = ranking_order(pmf, chosen)
     decisions.append(
         decision_line(
             event_id=event_id,
             ts=timestamp(),
-            order=ranking_order(pmf, chosen),
+            order=order,
             probabilities=pmf,
             c_json=c_json,
             experiment=policy.experiment,
@@ -80,8 +117,7 @@ def rank(request: RankRequest, policy: PolicyHolder, decisions: SegmentWriter) -
             deferred=request.defer_activation,
         )
     )
-    by_probability = sorted(range(len(pmf)), key=lambda i: (-pmf[i], i))
-    ranking = [(action_ids[i], pmf[i]) for i in by_probability]
+    ranking = [(action_ids[i], pmf[i]) for i in order]
     if excluded:
         ranking += [(a.id, 0.0) for a in request.actions if a.id in excluded]
     return Decision(

@@ -9,8 +9,12 @@ any work is done:
   for its own namespaces; a name starting with a non-ASCII character corrupts VW's memory
   (found by the schemathesis test: the worker crashed). Names must start with an ASCII
   letter or digit.
-- VW holds feature values as 32-bit floats and multiplies them in interactions, so
-  numbers are bounded (1e12: even a cubic interaction stays finite).
+- VW holds feature values as 32-bit floats (about 7 significant digits) and multiplies them
+  in interactions; its updates also scale with the value squared. A single 1e12 among values
+  near 1 left every weight (and the DR estimate that gates promotion) meaningless, so numbers
+  are bounded by 1e6: a quadratic interaction stays at 1e12 and its square at 1e24, far from
+  float32's 3.4e38, and integers (counts, prices in cents, ids) up to a million stay exact.
+  Larger magnitudes belong in a log or a bucket (a string feature).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,256}$"
 MAX_EVENT_ID_LENGTH = 256
 MAX_NAME_LENGTH = 256
 #: Largest magnitude of a numeric feature value (see the module docstring).
-MAX_FEATURE_MAGNITUDE = 1e12
+MAX_FEATURE_MAGNITUDE = 1e6
 
 EventId = Annotated[
     str,
@@ -115,19 +119,66 @@ class _Body(BaseModel):
 
 
 class Action(_Body):
-    id: ActionIdStr
-    features: Namespaces = {}
+    id: ActionIdStr = Field(
+        description="The action's id, unique in the request; any string up to 256 characters.",
+        examples=["article-42"],
+    )
+    features: Namespaces = Field(
+        {},
+        description="The action's own features: namespace -> feature -> value.",
+        examples=[{"item": {"topic": "cooking", "length_min": 12}}],
+    )
+
+
+_RANK_EXAMPLE: dict[str, Any] = {
+    "experiment": "default",
+    "event_id": "e-2026-0001",
+    "context": {"user": {"country": "fr", "age": 31, "premium": True}},
+    "actions": [
+        {"id": "cooking", "features": {"item": {"topic": "food", "length_min": 12}}},
+        {"id": "sports", "features": {"item": {"topic": "sport", "length_min": 4}}},
+        {"id": "politics", "features": {"item": {"topic": "news", "length_min": 7}}},
+    ],
+    "excluded_actions": ["politics"],
+    "defer_activation": False,
+}
 
 
 class RankRequest(_Body):
-    experiment: ExperimentName = "default"
-    event_id: EventId | None = Field(
-        None, description="Generated when absent; the same id always gives the same choice."
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_RANK_EXAMPLE]})
+
+    experiment: ExperimentName = Field(
+        "default", description="Which configured experiment decides.", examples=["default"]
     )
-    context: Namespaces
-    actions: list[Action] = Field(min_length=1)
-    excluded_actions: list[ActionIdStr] = []
-    defer_activation: bool = False
+    event_id: EventId | None = Field(
+        None,
+        description="Generated when absent; the same id always gives the same choice.",
+        examples=["e-2026-0001"],
+    )
+    context: Namespaces = Field(
+        description=(
+            "Shared features of the decision: namespace -> feature -> value. A value is a "
+            "string (categorical), a number in [-1e6, 1e6] or a boolean."
+        ),
+        examples=[{"user": {"country": "fr", "age": 31, "premium": True}}],
+    )
+    actions: list[Action] = Field(
+        min_length=1,
+        description="The candidates, each with a unique id and its own features.",
+        examples=[_RANK_EXAMPLE["actions"]],
+    )
+    excluded_actions: list[ActionIdStr] = Field(
+        [],
+        description="Ids that must not be chosen now; they are not logged and rank last.",
+        examples=[["politics"]],
+    )
+    defer_activation: bool = Field(
+        False,
+        description=(
+            "Log the decision but learn from it only after POST /v1/events/{event_id}/activate."
+        ),
+        examples=[False],
+    )
 
     @field_validator("actions")
     @classmethod
@@ -141,26 +192,67 @@ class RankRequest(_Body):
 
 
 class RankedAction(BaseModel):
-    id: str
-    probability: float
+    id: str = Field(description="An action id from the request.", examples=["cooking"])
+    probability: float = Field(
+        description="Its probability under the policy (0 for an excluded action).",
+        examples=[0.93],
+    )
 
 
 class RankResponse(BaseModel):
-    event_id: str
-    experiment: str
-    model_id: str
-    action_id: str
-    probability: float = Field(description="The exact probability the choice was drawn with.")
-    ranking: list[RankedAction]
+    event_id: str = Field(
+        description="Send rewards and activations for this decision to this id.",
+        examples=["e-2026-0001"],
+    )
+    experiment: str = Field(description="The experiment that decided.", examples=["default"])
+    model_id: str = Field(
+        description="The model that scored the actions.", examples=["m-20261122T120000-1a2b"]
+    )
+    action_id: str = Field(description="The chosen action: show this one.", examples=["cooking"])
+    probability: float = Field(
+        description="The exact probability the choice was drawn with.", examples=[0.93]
+    )
+    ranking: list[RankedAction] = Field(
+        description=(
+            "Every action of the request: the chosen action first (equal to action_id), then "
+            "the other eligible actions by decreasing probability, then the excluded ones "
+            "with probability 0."
+        ),
+        examples=[
+            [
+                {"id": "cooking", "probability": 0.93},
+                {"id": "sports", "probability": 0.07},
+                {"id": "politics", "probability": 0.0},
+            ]
+        ],
+    )
 
 
 class RewardRequest(_Body):
-    value: Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"value": 1.0, "experiment": "default"}]}
+    )
+
+    value: Annotated[float, Field(strict=True, allow_inf_nan=False)] = Field(
+        description=(
+            "The reward (higher is better), a finite number within the experiment's "
+            "[reward.min, reward.max] (default [-1e6, 1e6])."
+        ),
+        examples=[1.0],
+    )
+    experiment: ExperimentName | None = Field(
+        None,
+        description=(
+            "The decision's experiment, to check the value against its reward range; when "
+            "absent, the widest range of all configured experiments applies."
+        ),
+        examples=["default"],
+    )
 
 
 class OutcomeAccepted(BaseModel):
-    event_id: str
-    kind: str
+    event_id: str = Field(description="The event the outcome was logged for.", examples=["e-1"])
+    kind: str = Field(description="'reward' or 'activate'.", examples=["reward"])
 
 
 class RefusedModel(BaseModel):
@@ -179,6 +271,16 @@ class ModelInfo(BaseModel):
         description="What the registry's current pointer names (differs after a refusal)."
     )
     refused: list[RefusedModel] = Field(description="Models this worker refused, newest last.")
+    behind_pointer: bool = Field(
+        description=(
+            "True while the served model may lag the pointer: polls of the pointer fail "
+            "(see watch_error), or it names a model neither serving nor refused."
+        )
+    )
+    watch_error: str | None = Field(
+        description="Why the last poll of the pointer failed; null once a poll works."
+    )
+    watch_error_at: str | None = Field(description="When that poll failed.")
     worker_pid: int
 
 
@@ -190,6 +292,16 @@ class Readiness(BaseModel):
     ready: bool
     models: dict[str, str]
     log_writable: bool
+    log_problem: str | None = Field(
+        None, description="Why the event log cannot take a line now (full disk, write errors)."
+    )
+    behind_pointer: list[str] = Field(
+        [],
+        description=(
+            "Experiments whose served model may lag the registry pointer. Reported, but the "
+            "worker stays ready: it still serves a checked model."
+        ),
+    )
 
 
 class FieldError(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,17 +40,11 @@ class ServiceState:
     watcher: ModelWatcher
     shipper: SegmentShipper | None
     auth: Authenticator
-    scratch: tempfile.TemporaryDirectory[str]
+    #: Undoes everything `open_service` set up, in reverse order.
+    resources: ExitStack
 
     def close(self) -> None:
-        self.watcher.stop()
-        # Closing the log renames the open segments; the shipper then gets a last chance
-        # to upload them before this worker exits.
-        self.event_log.close()
-        if self.shipper is not None:
-            self.shipper.close()
-        self.metrics.watch_event_log(None)
-        self.scratch.cleanup()
+        self.resources.close()
         logger.info("service resources closed")
 
 
@@ -58,9 +53,23 @@ def _epoch(ts: str) -> float:
 
 
 def open_service(settings: Settings, metrics: ServiceMetrics) -> ServiceState:
+    """Open a worker's resources; if any step fails, everything opened before it is closed.
+
+    Each resource is pushed on one ExitStack as soon as it exists, so shutdown is the same
+    stack unwinding (watcher first, scratch folder last) and a failure halfway through
+    startup leaks no VW workspace, thread or scratch folder.
+    """
+    with ExitStack() as stack:
+        state = _open(settings, metrics, stack)
+        state.resources = stack.pop_all()
+        return state
+
+
+def _open(settings: Settings, metrics: ServiceMetrics, stack: ExitStack) -> ServiceState:
+    stack.callback(metrics.close)  # last: the worker's gauges leave the shared files
     registry = ModelRegistry(open_store(settings.storage))
-    scratch = tempfile.TemporaryDirectory(prefix="cbloop-models-")
-    loader = ModelLoader(registry, Path(scratch.name))
+    scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="cbloop-models-"))
+    loader = ModelLoader(registry, Path(scratch))
     # Refusals seen while the holders are being built (at startup) wait here for them.
     refusals: dict[str, list[Refusal]] = {}
     holders: dict[str, PolicyHolder] = {}
@@ -75,7 +84,7 @@ def open_service(settings: Settings, metrics: ServiceMetrics) -> ServiceState:
         refusal = Refusal(exc.model_id, exc.reason, timestamp())
         holder = holders.get(experiment)
         if holder is not None:
-            holder.refused.append(refusal)
+            holder.add_refusal(refusal)
         else:
             refusals.setdefault(experiment, []).append(refusal)
 
@@ -91,27 +100,37 @@ def open_service(settings: Settings, metrics: ServiceMetrics) -> ServiceState:
         )
         metrics.swaps.labels(holder.experiment).inc()
         metrics.set_model(holder.experiment, new.model_id, _epoch(new.loaded_at), old.model_id)
+        metrics.set_behind(holder.experiment, holder.behind_pointer)
 
-    try:
-        policies = PolicySet.open(settings, registry, loader, on_refused)
-    except BaseException:
-        scratch.cleanup()
-        raise
-    holders.update(policies.holders)
-    for holder in policies.holders.values():
-        holder.refused.extend(refusals.get(holder.experiment, []))
-        metrics.set_model(holder.experiment, holder.model.model_id, _epoch(holder.model.loaded_at))
+    def on_watch_error(holder: PolicyHolder, exc: BaseException) -> None:
+        metrics.watch_errors.labels(holder.experiment).inc()
+        metrics.set_behind(holder.experiment, True)
 
     shipper = make_shipper(settings)
+    if shipper is not None:
+        shipper.start()
+        stack.callback(shipper.close)  # runs after the log closed: a last upload chance
     event_log = EventLog(
         settings.storage.root,
         settings.eventlog,
         on_closed=shipper.submit if shipper is not None else None,
     )
-    if shipper is not None:
-        shipper.start()
+    # Unwound after the log closed, so the metrics count the segments closed at shutdown.
+    stack.callback(metrics.watch_event_log, None)
     event_log.start()
+    # Closing the log renames the open segments (which the shipper then uploads).
+    stack.callback(event_log.close)
     metrics.watch_event_log(event_log, shipper)
+
+    policies = PolicySet.open(settings, registry, loader, on_refused)
+    stack.callback(policies.close)
+    holders.update(policies.holders)
+    for holder in policies.holders.values():
+        for refusal in refusals.get(holder.experiment, []):
+            holder.add_refusal(refusal)
+        metrics.set_model(holder.experiment, holder.model.model_id, _epoch(holder.model.loaded_at))
+        metrics.set_behind(holder.experiment, holder.behind_pointer)
+
     watcher = ModelWatcher(
         policies,
         registry=registry,
@@ -119,8 +138,11 @@ def open_service(settings: Settings, metrics: ServiceMetrics) -> ServiceState:
         poll_seconds=settings.service.model_poll_seconds,
         on_swap=on_swap,
         on_refused=on_refused,
+        on_error=on_watch_error,
+        on_poll=lambda holder: metrics.set_behind(holder.experiment, holder.behind_pointer),
     )
     watcher.start()
+    stack.callback(watcher.stop)
     return ServiceState(
         settings=settings,
         registry=registry,
@@ -130,5 +152,5 @@ def open_service(settings: Settings, metrics: ServiceMetrics) -> ServiceState:
         watcher=watcher,
         shipper=shipper,
         auth=Authenticator(settings.service),
-        scratch=scratch,
+        resources=stack,
     )

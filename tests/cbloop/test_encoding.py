@@ -91,11 +91,13 @@ def _train(ws: vowpalwabbit.Workspace, rewarded: int, n: int = 30) -> None:
 
 def test_context_keeps_shared_namespaces_and_adds_one_multi_entry_per_action_in_order() -> None:
     c = build_vw_context(CONTEXT, ACTIONS)
-    assert c["user"] == CONTEXT["user"]
+    # String values carry the "=" that separates them from their key in VW's feature name.
+    assert c["user"] == {"city": "=paris", "age": 31, "premium": True}
     multi = c["_multi"]
     assert isinstance(multi, list)
     assert [m[ACTION_NS] for m in multi] == [{"id": "sports"}, {"id": "politics"}, {"id": "music"}]
     assert multi[1]["meta"] == {"age_h": 3.5}
+    assert multi[1]["topic"] == {"kind": "=politics", "long": False}
 
 
 def test_action_without_features_still_carries_its_id() -> None:
@@ -278,7 +280,8 @@ def test_label_index_from_the_chosen_action_credits_it(ws: vowpalwabbit.Workspac
 
 
 def test_feature_values_as_vw_reads_them() -> None:
-    # true is the value 1, false is no feature, "city": "paris" is the feature "cityparis".
+    # true is the value 1, false is no feature, "city": "paris" is the feature "city=paris"
+    # (not "cityparis", which a numeric feature of that name would also be).
     # softmax keeps the pmf a smooth function of the scores, so feature differences show.
     ws = vowpalwabbit.Workspace("--cb_explore_adf --dsjson --quiet --softmax --lambda 2 -q ::")
     try:
@@ -289,7 +292,8 @@ def test_feature_values_as_vw_reads_them() -> None:
         off: Namespaces = {"user": {"city": "paris", "age": 31, "premium": False}}
         absent: Namespaces = {"user": {"city": "paris", "age": 31}}
         elsewhere: Namespaces = {"user": {"city": "lyon", "age": 31, "premium": True}}
-        assert _pmf(ws, flagged) == _pmf(ws, as_number) == _pmf(ws, spelled_out)
+        assert _pmf(ws, flagged) == _pmf(ws, as_number)
+        assert _pmf(ws, flagged) != _pmf(ws, spelled_out)
         assert _pmf(ws, off) == _pmf(ws, absent)
         assert _pmf(ws, flagged) != _pmf(ws, absent)
         assert _pmf(ws, flagged) != _pmf(ws, elsewhere)
@@ -338,3 +342,71 @@ def test_activate_outcome_line_has_no_value_and_null_key() -> None:
         "kind": "activate",
         "idempotency_key": None,
     }
+
+
+# ------------------------------------------------------ names VW would otherwise conflate
+
+CONFLATED_BY_VW = [
+    ("sku:1", "sku 1", "sku|1", "sku\t1", "sku_1", "sku=1", "sku%3A1"),
+    ("a\x00b", "a\x00c", "a"),
+]
+
+
+@pytest.mark.parametrize("group", CONFLATED_BY_VW)
+def test_escaped_names_stay_distinct(group: Sequence[str]) -> None:
+    from cbloop.encoding import vw_name
+
+    escaped = [vw_name(text) for text in group]
+    assert len(set(escaped)) == len(group)
+    for name in escaped:
+        assert not set(name) & set(" \t|:\x00=")
+
+
+def test_plain_names_and_action_ids_are_written_unchanged() -> None:
+    c = build_vw_context({"user": {"city_2": 1}}, [("article-42.v1", {})])
+    assert c == {"user": {"city_2": 1}, "_multi": [{ACTION_NS: {"id": "article-42.v1"}}]}
+
+
+def _trained_pmfs(
+    target: Namespaces, control: Namespaces, probes: Sequence[Namespaces]
+) -> list[list[float]]:
+    """Reward action p in `target` and action q in `control`, then score each probe.
+
+    The control makes the action ids alone uninformative, so a probe VW cannot tell from
+    both gets about even odds, and only one VW confuses with `target` leans to p.
+    """
+    actions: list[tuple[str, Namespaces]] = [("p", {}), ("q", {})]
+    ws = vowpalwabbit.Workspace("--cb_explore_adf --dsjson --quiet --softmax --lambda 3 -q ::")
+    try:
+        for i in range(120):
+            context, good = (target, 0) if i % 2 == 0 else (control, 1)
+            k = (i // 2) % 2
+            labels = orjson.dumps(
+                {
+                    "_label_cost": -1.0 if k == good else 0.0,
+                    "_label_probability": 0.5,
+                    "_label_Action": k + 1,
+                    "_labelIndex": k,
+                }
+            )
+            c_json = encode_context(build_vw_context(context, actions)).decode()
+            ws.learn(labels[:-1].decode() + f',"a":[{k + 1}],"c":' + c_json + "}")
+        return [
+            list(ws.predict(predict_line(encode_context(build_vw_context(c, actions)))))
+            for c in (target, *probes)
+        ]
+    finally:
+        ws.finish()
+
+
+def test_key_and_value_boundary_is_kept_for_string_features() -> None:
+    trained, moved = _trained_pmfs({"u": {"x": "yz"}}, {"u": {"w": "v"}}, [{"u": {"xy": "z"}}])
+    assert trained[0] > 0.8  # learned for {"x": "yz"} ...
+    assert moved[0] == pytest.approx(0.5, abs=0.15)  # ... and not for {"xy": "z"}
+
+
+@pytest.mark.parametrize("probe", ["a b", "a|b", "a\tb", "a_b", "a", "a:b\x00tail"])
+def test_values_vw_would_rewrite_stay_distinct_features(probe: str) -> None:
+    trained, other = _trained_pmfs({"u": {"k": "a:b"}}, {"u": {"k": "c"}}, [{"u": {"k": probe}}])
+    assert trained[0] > 0.8
+    assert other[0] == pytest.approx(0.5, abs=0.15)

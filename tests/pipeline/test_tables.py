@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import vowpalwabbit
 
+from cbloop.encoding import Namespaces, build_vw_context, encode_context, predict_line
 from cbloop_pipeline.tables import (
     BINNED_NAMESPACE,
     NUMERIC_NAMESPACE,
@@ -208,7 +209,8 @@ def test_uniform_events_follow_the_joined_data_contract(tmp_path: Path) -> None:
         assert event["experiment"] == "exp"
         assert 0.0 <= event["sample_prob"] < 1.0
     # Rewards are exactly "chosen class == row class" for the row whose context was logged.
-    row_of = {json.dumps(encoder.context(r), sort_keys=True): lab for r, lab in
+    # Keyed by the context as logged (string values carry cbloop.encoding's "=").
+    row_of = {json.dumps(_logged_shared(encoder.context(r)), sort_keys=True): lab for r, lab in
               zip(train.rows, train.labels, strict=True)}  # fmt: skip
     for line in lines:
         event = json.loads(line)
@@ -236,13 +238,17 @@ def test_uniform_events_are_reproducible_and_cycle_through_rows(tmp_path: Path) 
     assert len(set(ids)) == 25
 
 
+def _logged_shared(context: Namespaces) -> dict[str, object]:
+    return {ns: f for ns, f in build_vw_context(context, []).items() if ns != "_multi"}
+
+
 def _greedy_accuracy(
     ws: vowpalwabbit.Workspace, table: LabelledTable, encoder: TableEncoder
 ) -> float:
     hits = 0
     for row, label in zip(table.rows, table.labels, strict=True):
-        c = {**encoder.context(row), "_multi": [{"ActionId": {"id": a}} for a in encoder.actions]}
-        pmf = ws.predict(json.dumps({"a": [1], "c": c}))
+        c = build_vw_context(encoder.context(row), [(a, {}) for a in encoder.actions])
+        pmf = ws.predict(predict_line(encode_context(c)))
         hits += encoder.actions[int(np.argmax(pmf))] == label
     return hits / len(table)
 

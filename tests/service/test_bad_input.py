@@ -87,10 +87,16 @@ RANK_CASES: dict[str, tuple[bytes, int, str, str]] = {
         "'_'",
     ),
     "feature_value_beyond_float32_safe_range": (
-        _with_feature("1e13"),
+        _with_feature("1e12"),
         422,
         "context.user.age",
-        "between",
+        "between -1e+06 and 1e+06",
+    ),
+    "action_feature_value_beyond_float32_safe_range": (
+        _raw(rank_body()).replace(b'"len":100', b'"len":-1000001'),
+        422,
+        "actions[0].features.item.len",
+        "between -1e+06 and 1e+06",
     ),
     "namespace_starting_with_non_ascii": (
         _raw({"context": {"été": {"x": 1}}, "actions": [{"id": "a"}]}),

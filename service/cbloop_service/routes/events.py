@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Path
 from starlette.responses import Response
 
 from cbloop_service.deps import API_KEY_SECURITY, ClientService
-from cbloop_service.ranking import record_outcome
+from cbloop_service.ranking import check_reward, record_outcome
 from cbloop_service.routes._responses import errors
 from cbloop_service.schemas import (
     EVENT_ID_PATTERN,
@@ -42,7 +42,7 @@ def _accepted(event_id: str, kind: str) -> Response:
     status_code=202,
     response_model=OutcomeAccepted,
     openapi_extra=API_KEY_SECURITY,
-    responses=errors(400, 401, 413, 422, 503),
+    responses=errors(400, 401, 404, 413, 422, 503),
 )
 async def reward(
     event_id: EventIdPath,
@@ -50,7 +50,12 @@ async def reward(
     service: ClientService,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    """Record a reward; it may arrive before its decision is visible anywhere."""
+    """Record a reward; it may arrive before its decision is visible anywhere.
+
+    A value outside the experiment's `reward.min`/`reward.max` is refused (422) and not
+    logged: one huge reward would turn the learned model into NaN.
+    """
+    check_reward(body.value, body.experiment, service.settings)
     record_outcome(service.event_log.outcomes, event_id, "reward", body.value, idempotency_key)
     return _accepted(event_id, "reward")
 

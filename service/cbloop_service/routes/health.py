@@ -20,11 +20,25 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(service: ServiceDep) -> Response:
-    """Ready when every experiment has a model loaded and the event log is writable."""
-    models = {name: h.model.model_id for name, h in service.policies.holders.items()}
-    writable = service.event_log.writable()
+    """Ready when every experiment has a model loaded and the event log can take a line.
+
+    The log check covers free space and the last write error, not only permissions. A
+    model lagging its pointer is listed in `behind_pointer` but leaves the worker ready:
+    taking every worker out of rotation over a store hiccup would turn a stale model
+    into an outage.
+    """
+    holders = service.policies.holders
+    models = {name: h.model.model_id for name, h in holders.items()}
+    problem = service.event_log.unwritable_reason()
+    writable = problem is None
     ready = writable and len(models) == len(service.settings.experiments)
-    body = Readiness(ready=ready, models=models, log_writable=writable).model_dump_json()
+    body = Readiness(
+        ready=ready,
+        models=models,
+        log_writable=writable,
+        log_problem=problem,
+        behind_pointer=sorted(name for name, h in holders.items() if h.behind_pointer),
+    ).model_dump_json()
     return Response(body, status_code=200 if ready else 503, media_type="application/json")
 
 

@@ -31,7 +31,10 @@ async def serving_model(experiment: str, service: AdminService) -> ModelInfo:
         state=model.state,
         pointer_model_id=holder.pointer_model_id,
         refused=[
-            RefusedModel(model_id=r.model_id, reason=r.reason, at=r.at) for r in holder.refused
+            RefusedModel(model_id=r.model_id, reason=r.reason, at=r.at) for r in holder.refusals()
         ],
+        behind_pointer=holder.behind_pointer,
+        watch_error=holder.watch_error,
+        watch_error_at=holder.watch_error_at,
         worker_pid=os.getpid(),
     )

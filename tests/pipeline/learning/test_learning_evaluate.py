@@ -16,6 +16,7 @@ from click.testing import Result
 from conftest import LogAndJoin
 from learning_world import skewed, true_value
 
+from cbloop.encoding import STRING_VALUE_PREFIX
 from cbloop.registry import ModelMetadata, ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
@@ -142,7 +143,8 @@ def test_dr_and_ips_intervals_cover_the_true_value_of_both_policies(
     record = evaluate_command(lsettings, "default", model_id=candidate.model_id)
     ev = _events(lsettings, record)
     segments = {
-        str(e): int(orjson.loads(ln)["c"]["user"]["seg"][1:])
+        # The logged value is "=s<k>": cbloop.encoding marks string values with "=".
+        str(e): int(orjson.loads(ln)["c"]["user"]["seg"].removeprefix(STRING_VALUE_PREFIX)[1:])
         for e, ln in zip(ev["event_id"], _eval_lines(lsettings, record), strict=True)
     }
 
