@@ -9,7 +9,6 @@ streaming), and an "a" array must be present for the `_multi` actions to be read
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import TypeAlias
 
 import orjson
@@ -37,12 +36,6 @@ def encode_context(c: Mapping[str, object]) -> bytes:
 def predict_line(c_json: bytes) -> str:
     """The smallest DSJSON line VW scores identically to the full logged decision line."""
     return '{"a":[1],"c":' + c_json.decode() + "}"
-
-
-def timestamp(moment: datetime | None = None) -> str:
-    """UTC timestamp with microseconds and a Z suffix, as in every log line."""
-    moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def decision_line(

@@ -9,7 +9,8 @@ import typer
 
 from cbloop.logs import configure_logging
 from cbloop.settings import LoggingSettings
-from cbloop_cli.common import ConfigOption, fail
+from cbloop_cli.common import ConfigOption
+from cbloop_cli.errors import fail
 
 if TYPE_CHECKING:
     from cbloop_pipeline.simulate.results import LoopRecord
@@ -112,12 +113,7 @@ def simulate(
     """
     from rich.console import Console
 
-    from cbloop_pipeline.simulate.runner import (
-        SIMULATION_ERRORS,
-        SimulationError,
-        SimulationOptions,
-        run_simulation,
-    )
+    from cbloop_pipeline.simulate.runner import SimulationOptions, run_simulation
 
     kind = world or ("table" if data is not None else "synthetic")
     if kind not in ("table", "synthetic"):
@@ -125,26 +121,23 @@ def simulate(
     if kind == "synthetic" and data is not None:
         fail("--data goes with --world table")
     defaults = TABLE_DEFAULTS if kind == "table" else SYNTHETIC_DEFAULTS
-    try:
-        options = SimulationOptions(
-            out=out,
-            world="table" if kind == "table" else "synthetic",
-            data=data,
-            label_col=_label_col(label_col),
-            warm_start=warm_start,
-            loops=loops if loops is not None else defaults["loops"],
-            per_loop=per_loop if per_loop is not None else defaults["per_loop"],
-            seed=seed,
-            url=url,
-            config=config,
-            experiment=experiment,
-            workers=workers,
-            concurrency=concurrency,
-            api_key=api_key,
-            service_log_level="INFO" if verbose else "WARNING",
-        )
-    except SimulationError as exc:
-        fail(str(exc))
+    options = SimulationOptions(
+        out=out,
+        world="table" if kind == "table" else "synthetic",
+        data=data,
+        label_col=_label_col(label_col),
+        warm_start=warm_start,
+        loops=loops if loops is not None else defaults["loops"],
+        per_loop=per_loop if per_loop is not None else defaults["per_loop"],
+        seed=seed,
+        url=url,
+        config=config,
+        experiment=experiment,
+        workers=workers,
+        concurrency=concurrency,
+        api_key=api_key,
+        service_log_level="INFO" if verbose else "WARNING",
+    )
     # The simulation's own deployment is quiet unless asked: progress lines are the output.
     configure_logging(LoggingSettings(level="INFO" if verbose else "WARNING", format="text"))
     console = Console()
@@ -162,16 +155,13 @@ def simulate(
             f"(play {record.play_seconds:.1f}s, pipeline {record.pipeline_seconds:.1f}s)"
         )
 
-    try:
-        with console.status("simulating...") as status:
+    with console.status("simulating...") as status:
 
-            def progress(message: str) -> None:
-                console.print(message)
-                status.update(message)
+        def progress(message: str) -> None:
+            console.print(message)
+            status.update(message)
 
-            result = run_simulation(options, progress=progress, loop_done=loop_done)
-    except SIMULATION_ERRORS as exc:
-        fail(str(exc), code=1)
+        result = run_simulation(options, progress=progress, loop_done=loop_done)
     _print_tables(console, result.loops, result.summary)
 
 

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cbloop.encoding import timestamp
+from cbloop.clock import compact_ts, format_ts
+from cbloop.errors import InvalidInput
 from cbloop.registry import ModelMetadata, ModelRegistry, RegistryError
 from cbloop.settings import ExperimentSettings, PromotionSettings
 from cbloop.vw import ModelLoadError, open_workspace
@@ -35,7 +36,7 @@ from cbloop_pipeline.models import (
 logger = logging.getLogger(__name__)
 
 
-class DeployError(RuntimeError):
+class DeployError(InvalidInput):
     """Nothing can be deployed or rolled back as asked; the message says why."""
 
 
@@ -75,7 +76,7 @@ class Decision:
 
 
 def new_decision_id() -> str:
-    return f"d-{timestamp().replace(':', '').replace('-', '')[:15]}-{secrets.token_hex(3)}"
+    return f"d-{compact_ts()}-{secrets.token_hex(3)}"
 
 
 def _finite(value: object) -> float | None:
@@ -217,7 +218,7 @@ def deploy(
     if decision.promoted:
         check_loads(registry, candidate)
         _move_pointer(registry, candidate, current, f"deploy: {decision.reason}", "retired")
-    candidate.history.append({"at": timestamp(), **decision.history_entry()})
+    candidate.history.append({"at": format_ts(), **decision.history_entry()})
     registry.update_metadata(candidate)
     logger.info(
         "%s %s: %s",
@@ -266,7 +267,7 @@ def rollback(
         reason=f"rollback from {current.model_id}",
     )
     _move_pointer(registry, target, current, decision.reason, "rolled back")
-    target.history.append({"at": timestamp(), **decision.history_entry()})
+    target.history.append({"at": format_ts(), **decision.history_entry()})
     registry.update_metadata(target)
     logger.info("rolled back %s from %s to %s", name, current.model_id, target.model_id)
     return decision

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 
+from cbloop.errors import ConfigError
 from cbloop.registry import ModelMetadata, ModelRegistry, ModelState, Pointer, RegistryError
 from cbloop.settings import ExperimentSettings
 
 logger = logging.getLogger(__name__)
 
 
-class ModelChoiceError(RuntimeError):
+class ModelChoiceError(ConfigError):
     """The requested model cannot be used for this operation; the message says why."""
 
 

@@ -14,6 +14,8 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from cbloop.clock import format_ts
+
 Grouping = Literal["hour", "model", "experiment"]
 Format = Literal["table", "json", "csv"]
 
@@ -80,7 +82,7 @@ _TEXT_COLUMNS = frozenset({"experiment", "model_id", "hour", "first_hour", "last
 def _plain(value: Any) -> Any:
     """JSON/CSV-friendly: ISO times with Z, no NaN."""
     if isinstance(value, datetime):
-        return value.isoformat() + "Z"
+        return format_ts(value, timespec="auto")
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

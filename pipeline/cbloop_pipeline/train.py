@@ -23,7 +23,8 @@ from typing import Any
 
 import vowpalwabbit
 
-from cbloop.encoding import timestamp
+from cbloop.clock import format_ts
+from cbloop.errors import InvalidInput
 from cbloop.registry import ModelMetadata, ModelRegistry, RegistryError
 from cbloop.settings import ExperimentSettings
 from cbloop.storage import ObjectStore
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 MODEL_FILE = "model.vw"
 
 
-class TrainError(RuntimeError):
+class TrainError(InvalidInput):
     """Training could not run (bad arguments, unreadable data, unusable parent)."""
 
 
@@ -255,7 +256,7 @@ def _metadata(
             "model_id": registry.new_model_id(),
             "experiment": name,
             "vw_args": vw_args,
-            "created_at": timestamp(),
+            "created_at": format_ts(),
             "parent_id": parent.model_id if parent else None,
             "state": "trained",
             # Joins with an empty train split are listed too: they are consumed, not pending.

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-from cbloop.encoding import timestamp
+from cbloop.clock import epoch_seconds, format_ts
 from cbloop.eventlog import EventLog
 from cbloop.eventlog.shipper import SegmentShipper, make_shipper
 from cbloop.registry import ModelRegistry
@@ -53,10 +52,6 @@ class ServiceState:
         logger.info("service resources closed")
 
 
-def _epoch(ts: str) -> float:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-
-
 def open_service(settings: Settings, metrics: ServiceMetrics) -> ServiceState:
     registry = ModelRegistry(open_store(settings.storage))
     scratch = tempfile.TemporaryDirectory(prefix="cbloop-models-")
@@ -72,7 +67,7 @@ def open_service(settings: Settings, metrics: ServiceMetrics) -> ServiceState:
         )
         metrics.refusals.labels(experiment).inc()
         loader.record_refusal(experiment, exc)
-        refusal = Refusal(exc.model_id, exc.reason, timestamp())
+        refusal = Refusal(exc.model_id, exc.reason, format_ts())
         holder = holders.get(experiment)
         if holder is not None:
             holder.refused.append(refusal)
@@ -90,7 +85,9 @@ def open_service(settings: Settings, metrics: ServiceMetrics) -> ServiceState:
             },
         )
         metrics.swaps.labels(holder.experiment).inc()
-        metrics.set_model(holder.experiment, new.model_id, _epoch(new.loaded_at), old.model_id)
+        metrics.set_model(
+            holder.experiment, new.model_id, epoch_seconds(new.loaded_at), old.model_id
+        )
 
     try:
         policies = PolicySet.open(settings, registry, loader, on_refused)
@@ -100,7 +97,9 @@ def open_service(settings: Settings, metrics: ServiceMetrics) -> ServiceState:
     holders.update(policies.holders)
     for holder in policies.holders.values():
         holder.refused.extend(refusals.get(holder.experiment, []))
-        metrics.set_model(holder.experiment, holder.model.model_id, _epoch(holder.model.loaded_at))
+        metrics.set_model(
+            holder.experiment, holder.model.model_id, epoch_seconds(holder.model.loaded_at)
+        )
 
     shipper = make_shipper(settings)
     event_log = EventLog(

@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from cbloop.encoding import decision_line, timestamp
+from cbloop.clock import format_ts
+from cbloop.encoding import decision_line
 from cbloop.eventlog import SegmentWriter
 from cbloop.eventlog.shipper import make_shipper
 from cbloop.registry import ModelRegistry
@@ -54,7 +55,7 @@ C_JSON = orjson.dumps(
 def a_decision(n: int) -> bytes:
     return decision_line(
         event_id=f"e-{n}",
-        ts=timestamp(),
+        ts=format_ts(),
         order=[n % 2, 1 - n % 2],
         probabilities=[0.5, 0.5],
         c_json=C_JSON,

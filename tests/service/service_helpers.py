@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from fastapi.testclient import TestClient
 
-from cbloop.encoding import timestamp
+from cbloop.clock import format_ts
 from cbloop.registry import ModelMetadata, ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
@@ -86,7 +86,7 @@ def publish_model(
         model_id=registry.new_model_id(),
         experiment=experiment,
         vw_args=vw_args or settings.experiment(experiment).vw_arguments(),
-        created_at=timestamp(),
+        created_at=format_ts(),
     )
     registry.save(model_file, meta)
     if make_current:

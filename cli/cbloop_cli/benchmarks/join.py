@@ -27,7 +27,7 @@ import duckdb
 import orjson
 import typer
 
-from cbloop.encoding import timestamp
+from cbloop.clock import format_ts
 from cbloop.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -313,7 +313,7 @@ def generate(root: Path, n_decisions: int, n_rewards: int, seed: int) -> None:
             line = orjson.dumps(
                 {
                     "EventId": f"bench-{i:08d}",
-                    "Timestamp": timestamp(moment),
+                    "Timestamp": format_ts(moment),
                     "kind": "reward",
                     "value": value,
                     "idempotency_key": None,
@@ -368,7 +368,7 @@ def _decision(rng: random.Random, i: int, moment: datetime) -> bytes:
         orjson.dumps(
             {
                 "EventId": f"bench-{i:08d}",
-                "Timestamp": timestamp(moment),
+                "Timestamp": format_ts(moment),
                 "Version": "1",
                 "a": [k + 1 for k in order],
                 "p": [probabilities[k] for k in order],

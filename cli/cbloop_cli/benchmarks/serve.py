@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from cbloop.errors import CbloopError
+
 # Module level (not inside create_bare_app): FastAPI resolves the endpoint's postponed
 # annotations in this module's globals.
 from cbloop_service.schemas import RankRequest
@@ -81,7 +83,7 @@ def create_bare_app() -> Any:
     return app
 
 
-class BenchError(RuntimeError):
+class BenchError(CbloopError):
     """The benchmark could not run (missing tool, server did not start, errors under load)."""
 
 

@@ -23,12 +23,14 @@ from typing import Any
 
 import httpx
 
+from cbloop.errors import TransientError
+
 logger = logging.getLogger(__name__)
 
 _LOG_TAIL_BYTES = 4000
 
 
-class ServiceError(RuntimeError):
+class ServiceError(TransientError):
     """The service could not be started, or answered a request with an error."""
 
 

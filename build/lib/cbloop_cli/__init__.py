@@ -1,1 +1,0 @@
-"""The `cbloop` command line."""
