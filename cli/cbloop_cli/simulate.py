@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
 # Defaults per world: the reference statlog workflow for tables; for the synthetic world a
 # sub-minute demo. Rounds of 500 give the promotion rule ~100 eval events per round; with
 # 300, noisy estimates kept better candidates out for most of the demo.
+#: The started service is this installation's own `cbloop serve` (python -m cbloop_cli).
+SERVE_COMMAND = (sys.executable, "-m", "cbloop_cli", "serve")
+
 TABLE_DEFAULTS = {"loops": 15, "per_loop": 500}
 SYNTHETIC_DEFAULTS = {"loops": 6, "per_loop": 500}
 
@@ -137,6 +141,7 @@ def simulate(
         concurrency=concurrency,
         api_key=api_key,
         service_log_level="INFO" if verbose else "WARNING",
+        serve_command=SERVE_COMMAND,
     )
     # The simulation's own deployment is quiet unless asked: progress lines are the output.
     configure_logging(LoggingSettings(level="INFO" if verbose else "WARNING", format="text"))

@@ -31,6 +31,7 @@ from cbloop_pipeline.models import (
     is_deployable,
     last_event_at,
     reconcile_states,
+    why_not_deployable,
 )
 
 logger = logging.getLogger(__name__)
@@ -328,10 +329,6 @@ def _model(registry: ModelRegistry, name: str, model_id: str) -> ModelMetadata:
 
 
 def _check_deployable(meta: ModelMetadata, experiment: ExperimentSettings) -> None:
-    if meta.state == "refused":
-        raise DeployError(f"model {meta.model_id} was refused (its file cannot be loaded)")
-    if not is_deployable(meta, experiment):
-        raise DeployError(
-            f"model {meta.model_id} was trained with VW arguments {meta.vw_args!r}; the "
-            f"experiment now uses {experiment.vw_arguments()!r}"
-        )
+    reason = why_not_deployable(meta, experiment)
+    if reason is not None:
+        raise DeployError(reason)

@@ -21,10 +21,25 @@ class ModelChoiceError(ConfigError):
     """The requested model cannot be used for this operation; the message says why."""
 
 
+def why_not_deployable(meta: ModelMetadata, experiment: ExperimentSettings) -> str | None:
+    """The one rule for serving a model (and so for continuing from it): None when it may,
+    else why not.
+
+    VW merges mismatched arguments into a loaded model without complaint, so the metadata's
+    arguments are the only trustworthy record of what a model file is.
+    """
+    if meta.state == "refused":
+        return f"model {meta.model_id} was refused by the service (its file cannot be loaded)"
+    if meta.vw_args != experiment.vw_arguments():
+        return (
+            f"model {meta.model_id} was trained with VW arguments {meta.vw_args!r} but "
+            f"experiment {meta.experiment!r} now uses {experiment.vw_arguments()!r}"
+        )
+    return None
+
+
 def is_deployable(meta: ModelMetadata, experiment: ExperimentSettings) -> bool:
-    """VW merges mismatched arguments into a loaded model without complaint, so the metadata's
-    arguments are the only trustworthy record of what a model file is."""
-    return meta.vw_args == experiment.vw_arguments() and meta.state != "refused"
+    return why_not_deployable(meta, experiment) is None
 
 
 def lineage(registry: ModelRegistry, meta: ModelMetadata) -> list[ModelMetadata]:

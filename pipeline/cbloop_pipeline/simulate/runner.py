@@ -93,6 +93,8 @@ class SimulationOptions:
     api_key: str | None = None
     swap_timeout: float = 60.0
     service_log_level: str = "WARNING"
+    #: How to run `cbloop serve` (see ServiceProcess); None: the installed console script.
+    serve_command: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.loops < 1 or self.per_loop < 1:
@@ -166,7 +168,12 @@ def run_simulation(
         run.compute_baselines()
         service = None
         if options.url is None:
-            service = ServiceProcess(config_path, work / "service.log", workers=options.workers)
+            service = ServiceProcess(
+                config_path,
+                work / "service.log",
+                workers=options.workers,
+                serve_command=options.serve_command,
+            )
             with _Stopwatch(run.timings, "service_start"):
                 service.start()
             say(f"cbloop serve running at {service.url} (log: {service.log_path})")
