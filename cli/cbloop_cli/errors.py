@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -41,7 +40,8 @@ def fail(message: str, code: int = USAGE_EXIT) -> NoReturn:
 class CbloopGroup(TyperGroup):
     """The `cbloop` command group; the one place a CLI command's errors are translated."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    # Typer passes its own (vendored) click context; its class is not public API.
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except CbloopError as exc:

@@ -298,10 +298,11 @@ def _sql_path(path: Path) -> str:
 
 def plot_estimates(record: dict[str, Any], out: Path) -> None:
     """Candidate, deployed and logging estimates with their intervals, one row per estimator."""
-    import matplotlib
+    # Imported on demand: matplotlib costs ~0.5 s to load and only --plot needs it.
+    import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")  # files only; no display on servers
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     rows: list[tuple[str, dict[str, Any]]] = []
     for role in ("candidate", "deployed"):

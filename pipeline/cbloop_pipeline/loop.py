@@ -33,6 +33,8 @@ from cbloop.storage import open_store
 from cbloop_pipeline import loop_state
 from cbloop_pipeline.deploy import deploy, latest_candidate
 from cbloop_pipeline.evaluate import evaluate_candidate
+from cbloop_pipeline.ingest import ingest
+from cbloop_pipeline.join import run_join
 from cbloop_pipeline.join_catalog import finished_joins
 from cbloop_pipeline.mirror import sync_experiment, sync_models
 from cbloop_pipeline.models import deployed_model, latest_trainable, reconcile_states
@@ -86,8 +88,6 @@ class _Context:
 
 
 def _ingest(ctx: _Context) -> StepResult:
-    from cbloop_pipeline.ingest import ingest
-
     result = ingest(ctx.con, ctx.registry.store)
     detail = (
         f"{result.segments} segments: {result.decision_lines} decisions, "
@@ -97,8 +97,6 @@ def _ingest(ctx: _Context) -> StepResult:
 
 
 def _join(ctx: _Context) -> StepResult:
-    from cbloop_pipeline.join import run_join
-
     job = run_join(ctx.con, ctx.registry.store, ctx.name, ctx.settings.experiment(ctx.name))
     return StepResult(
         "done" if job.joined else "skipped",

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from fastapi.testclient import TestClient
 
 from cbloop.clock import format_ts
 from cbloop.encoding import decision_line
@@ -139,8 +140,6 @@ def test_the_loop_reads_segments_from_the_bucket_and_writes_exports_and_models_t
 ) -> None:
     service_app = pytest.importorskip("cbloop_service.app")
     loop = pytest.importorskip("cbloop_pipeline.loop")
-    from fastapi.testclient import TestClient
-
     settings = make_s3_settings(
         eventlog={"fsync": "never"},
         experiments={
