@@ -195,7 +195,8 @@ def parse_duration(text: str) -> float:
     try:
         value = float(number) * factor
     except ValueError:
-        raise SettingsError(f"invalid duration {text!r} (use e.g. 30s, 5m, 1h)") from None
+        # No config hint: the text may come from a command-line option as well.
+        raise SettingsError(f"invalid duration {text!r} (use e.g. 30s, 5m, 1h)", hint="") from None
     if value <= 0:
         raise SettingsError(f"duration {text!r} must be positive")
     return value

@@ -12,6 +12,7 @@ import orjson
 from fastapi.testclient import TestClient
 
 from cbloop.clock import format_ts
+from cbloop.encoding import build_vw_context, encode_context
 from cbloop.registry import ModelMetadata, ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
@@ -53,11 +54,8 @@ def train_model(settings: Settings, experiment: str = "default", *, favour: int 
     args = settings.experiment(experiment).vw_arguments()
     ws = open_workspace(args)
     body = rank_body()
-    c = {
-        **body["context"],
-        "_multi": [{**a["features"], "ActionId": {"id": a["id"]}} for a in body["actions"]],
-    }
-    c_json = orjson.dumps(c).decode()
+    actions = [(a["id"], a["features"]) for a in body["actions"]]
+    c_json = encode_context(build_vw_context(body["context"], actions)).decode()
     rng = random.Random(7)
     for _ in range(200):
         k = rng.randrange(len(body["actions"]))
