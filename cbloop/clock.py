@@ -26,12 +26,27 @@ def to_naive_utc(moment: datetime) -> datetime:
     return moment
 
 
-def format_ts(moment: datetime | None = None) -> str:
-    """`2026-12-02T18:01:16.123456Z`: UTC with microseconds and a Z; naive input is UTC."""
-    moment = now() if moment is None else moment
+def _aware_utc(moment: datetime | None) -> datetime:
+    """Now for None; naive input is taken as UTC."""
+    if moment is None:
+        return now()
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def format_ts(moment: datetime | None = None, *, timespec: str = "microseconds") -> str:
+    """`2026-12-02T18:01:16.123456Z`: UTC with microseconds and a Z; naive input is UTC.
+
+    `timespec` as in `datetime.isoformat`; "auto" drops the fraction when it is zero (the
+    shape of times in job records and reports).
+    """
+    return _aware_utc(moment).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def compact_ts(moment: datetime | None = None) -> str:
+    """`20261202T180116`: the UTC second, for ids that sort by time (m-..., ev-..., d-...)."""
+    return f"{_aware_utc(moment):%Y%m%dT%H%M%S}"
 
 
 def parse_ts(text: str) -> datetime:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import TypeAlias
 
 import orjson
@@ -86,12 +85,6 @@ def encode_context(c: Mapping[str, object]) -> bytes:
 def predict_line(c_json: bytes) -> str:
     """The smallest DSJSON line VW scores identically to the full logged decision line."""
     return '{"a":[1],"c":' + c_json.decode() + "}"
-
-
-def timestamp(moment: datetime | None = None) -> str:
-    """UTC timestamp with microseconds and a Z suffix, as in every log line."""
-    moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def decision_line(

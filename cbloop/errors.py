@@ -18,8 +18,10 @@ class CbloopError(Exception):
 
     hint: str = ""
 
-    def __init__(self, message: str = "", *, hint: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, *args: object, hint: str | None = None) -> None:
+        # Positional arguments pass through unchanged: some subclasses also derive from
+        # OSError or KeyError, whose constructors and str() depend on them.
+        super().__init__(*args)
         if hint is not None:
             self.hint = hint
 

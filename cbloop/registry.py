@@ -11,12 +11,13 @@ import logging
 import re
 import secrets
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from cbloop.clock import compact_ts, format_ts
+from cbloop.errors import InvalidInput
 from cbloop.settings import ExperimentSettings
 from cbloop.storage.base import ObjectNotFound, ObjectStore, StorageError
 from cbloop.vw import open_workspace
@@ -29,7 +30,7 @@ MODEL_FILE = "model.vw"
 METADATA_FILE = "metadata.json"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(InvalidInput):
     """The registry holds something unusable (missing model, bad metadata)."""
 
 
@@ -51,7 +52,7 @@ class ModelMetadata(BaseModel):
     file_deleted_at: str | None = None
 
     def record(self, what: str, **details: Any) -> None:
-        self.history.append({"at": _now(), "what": what, **details})
+        self.history.append({"at": format_ts(), "what": what, **details})
 
 
 class Pointer(BaseModel):
@@ -59,10 +60,6 @@ class Pointer(BaseModel):
     updated_at: str
     reason: str = ""
     previous: str | None = None
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class ModelRegistry:
@@ -83,7 +80,7 @@ class ModelRegistry:
 
     @staticmethod
     def new_model_id() -> str:
-        return f"m-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+        return f"m-{compact_ts()}-{secrets.token_hex(3)}"
 
     # -- models ------------------------------------------------------------------------
     def save(self, model_file: Path, metadata: ModelMetadata) -> ModelMetadata:
@@ -152,7 +149,7 @@ class ModelRegistry:
         old = self.current(experiment)
         pointer = Pointer(
             model_id=model_id,
-            updated_at=_now(),
+            updated_at=format_ts(),
             reason=reason,
             previous=old.model_id if old else None,
         )
@@ -175,7 +172,10 @@ class ModelRegistry:
             ws.save(str(path))
             ws.finish()
             meta = ModelMetadata(
-                model_id=self.new_model_id(), experiment=experiment, vw_args=args, created_at=_now()
+                model_id=self.new_model_id(),
+                experiment=experiment,
+                vw_args=args,
+                created_at=format_ts(),
             )
             meta.record("created", note=note)
             return self.save(path, meta)

@@ -10,10 +10,12 @@ import hashlib
 import math
 from collections.abc import Sequence
 
+from cbloop.errors import InvalidInput
+
 _SCALE = float(1 << 53)
 
 
-class InvalidPmf(ValueError):
+class InvalidPmf(InvalidInput, ValueError):
     """The policy returned something that is not a probability distribution."""
 
 

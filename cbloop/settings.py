@@ -14,14 +14,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cbloop.errors import ConfigError
 from cbloop.vwargs import VWArgsError, exploration_args, validate_user_args
 
 ENV_PREFIX = "CBLOOP_"
 DEFAULT_CONFIG = Path("config.yaml")
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError, ValueError):
     """The configuration is invalid; the message names the offending key."""
+
+    hint = "fix config.yaml (or --config) or the CBLOOP_* environment variables"
 
 
 class _Strict(BaseModel):
@@ -293,9 +296,10 @@ def parse_duration(text: str) -> float:
     try:
         value = float(number) * factor
     except ValueError:
-        raise ValueError(f"invalid duration {text!r} (use e.g. 30s, 5m, 1h)") from None
+        # No config hint: the text may come from a command-line option as well.
+        raise SettingsError(f"invalid duration {text!r} (use e.g. 30s, 5m, 1h)", hint="") from None
     if value <= 0:
-        raise ValueError(f"duration {text!r} must be positive")
+        raise SettingsError(f"duration {text!r} must be positive")
     return value
 
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import vowpalwabbit
 
+from cbloop.errors import InvalidInput
 
-class ModelLoadError(RuntimeError):
+
+class ModelLoadError(InvalidInput):
     """VW could not load a model file."""
 
 

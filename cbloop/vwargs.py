@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import shlex
 
+from cbloop.errors import ConfigError
+
 # Flags that shape the features or the optimiser. They carry over to any other learner on the
 # same examples (the DR reward model), unlike the policy's own flags below.
 _FEATURE_WITH_VALUE = frozenset(
@@ -102,7 +104,7 @@ _EXPLORATION = {
 }
 
 
-class VWArgsError(ValueError):
+class VWArgsError(ConfigError, ValueError):
     """A user-supplied VW argument is not allowed or malformed."""
 
 

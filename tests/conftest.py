@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cbloop.settings import Settings, load_settings
 
@@ -44,8 +45,6 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
         }
         data = _merge(data, overrides)
         config = tmp_path / "config.yaml"
-        import yaml
-
         config.write_text(yaml.safe_dump(data))
         return load_settings(config, env={})
 

@@ -154,7 +154,11 @@ class SegmentShipper:
                     return
                 key, path = self._queue.popitem(last=False)
                 self._in_flight = key
-            ok = self._ship(path, key)
+            try:
+                ok = self._ship(path, key)
+            except Exception:  # the top of a thread: log it, retry later
+                logger.exception("segment shipping failed", extra={"key": key})
+                ok = False
             with self._cond:
                 self._in_flight = None
                 if not ok:
@@ -212,10 +216,11 @@ class SegmentShipper:
         try:
             self.store.put_file(key, path)
             info = self.store.stat(key)
-        except FileNotFoundError:
-            logger.info("segment already gone from the spool", extra={"key": key})
-            return True
         except (StorageError, OSError) as exc:
+            if not path.exists():
+                # The store could not read it because a sibling shipped and removed it first.
+                logger.info("segment already gone from the spool", extra={"key": key})
+                return True
             return self._failed(key, exc)
         if info is None or info.size != size:
             got = "nothing" if info is None else f"{info.size} bytes"

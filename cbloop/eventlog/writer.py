@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cbloop.errors import TransientError
 from cbloop.eventlog.layout import OPEN_SUFFIX, Kind, kind_prefix, new_writer_id, segment_key
 from cbloop.settings import EventLogSettings
 
@@ -31,7 +32,7 @@ ClosedCallback = Callable[[Path, str], None]
 """Called with (local path, store key) after a segment is closed and renamed."""
 
 
-class EventLogError(OSError):
+class EventLogError(TransientError, OSError):
     """A line could not be handed to the operating system."""
 
 
@@ -187,7 +188,7 @@ class SegmentWriter:
         while not self._stop.wait(tick):
             try:
                 self._tick()
-            except OSError:
+            except Exception:  # the top of a thread: log it and keep ticking
                 logger.exception("event log background step failed", extra={"kind": self.kind})
 
     def _tick(self) -> None:

@@ -19,7 +19,7 @@ __all__ = [
 def open_store(settings: StorageSettings) -> ObjectStore:
     if settings.backend == "s3":
         # Imported here so the local default never needs boto3 loaded.
-        from cbloop.storage.s3 import S3Store
+        from cbloop.storage.s3 import S3Store  # noqa: PLC0415
 
         store: ObjectStore = S3Store.from_settings(settings.s3)
         return store

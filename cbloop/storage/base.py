@@ -6,9 +6,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from cbloop.errors import TransientError
 
-class StorageError(RuntimeError):
+
+class StorageError(TransientError):
     """The store could not complete an operation."""
+
+    hint = (
+        "check storage in the settings (backend, S3 endpoint, bucket, credentials) "
+        "and that the store is reachable"
+    )
 
 
 class ObjectNotFound(StorageError, KeyError):

@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 from cbloop.storage.base import ObjectInfo, ObjectNotFound, StorageError
 
 _TMP_PREFIX = ".tmp-"
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_Method = Callable[Concatenate["LocalStore", str, _P], _R]
+
+
+def _storage_errors(action: str) -> Callable[[_Method[_P, _R]], _Method[_P, _R]]:
+    """The interface promises StorageError: a full disk or a refused permission is one too."""
+
+    def decorate(method: _Method[_P, _R]) -> _Method[_P, _R]:
+        @functools.wraps(method)
+        def wrapper(self: LocalStore, key: str, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return method(self, key, *args, **kwargs)
+            except OSError as exc:
+                raise StorageError(f"local {action} of {key!r} failed: {exc}") from exc
+
+        return wrapper
+
+    return decorate
 
 
 class LocalStore:
@@ -22,6 +45,7 @@ class LocalStore:
             raise StorageError(f"key {key!r} escapes the storage root")
         return path
 
+    @_storage_errors("write")
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,12 +60,14 @@ class LocalStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    @_storage_errors("read")
     def get_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError):
             raise ObjectNotFound(key) from None
 
+    @_storage_errors("write")
     def put_file(self, key: str, path: Path) -> None:
         dest = self._path(key)
         if dest == path.resolve():
@@ -57,6 +83,7 @@ class LocalStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    @_storage_errors("read")
     def get_file(self, key: str, dest: Path) -> None:
         src = self._path(key)
         if not src.is_file():
@@ -65,6 +92,7 @@ class LocalStore:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dest)
 
+    @_storage_errors("list")
     def list(self, prefix: str) -> list[ObjectInfo]:
         base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
         # Like S3, "models/default" also matches "models/defaults/..."; only "/" ends a folder.
@@ -85,6 +113,7 @@ class LocalStore:
                 found.append(ObjectInfo(key, st.st_size, _version(st)))
         return sorted(found, key=lambda o: o.key)
 
+    @_storage_errors("stat")
     def stat(self, key: str) -> ObjectInfo | None:
         try:
             st = self._path(key).stat()
@@ -92,6 +121,7 @@ class LocalStore:
             return None
         return ObjectInfo(key, st.st_size, _version(st))
 
+    @_storage_errors("delete")
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 

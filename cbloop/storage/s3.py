@@ -122,11 +122,16 @@ class S3Store:
                 self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=body)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("upload", key, exc) from exc
+        except OSError as exc:
+            raise StorageError(f"S3 upload of {key!r}: cannot read {path}: {exc}") from exc
 
     def get_file(self, key: str, dest: Path) -> None:
         """Download next to `dest` and rename, so `dest` is never a partial file."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+        except OSError as exc:
+            raise StorageError(f"S3 download of {key!r}: cannot write {dest}: {exc}") from exc
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -137,6 +142,8 @@ class S3Store:
             os.replace(tmp, dest)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("download", key, exc) from exc
+        except OSError as exc:
+            raise StorageError(f"S3 download of {key!r}: cannot write {dest}: {exc}") from exc
         finally:
             tmp.unlink(missing_ok=True)
 

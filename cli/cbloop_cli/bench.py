@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cbloop_cli.common import ConfigOption, fail, settings_from
+from cbloop_cli.common import ConfigOption, settings_from
+from cbloop_cli.errors import fail
 
 logger = logging.getLogger(__name__)
 

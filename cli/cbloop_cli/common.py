@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
 from cbloop.logs import configure_logging
-from cbloop.settings import Settings, SettingsError, load_settings
+from cbloop.settings import Settings, load_settings
 
 ConfigOption = Annotated[
     Path | None,
@@ -22,15 +22,7 @@ ConfigOption = Annotated[
 
 
 def settings_from(config: Path | None) -> Settings:
-    """Load settings for a command, turning a bad configuration into a clean CLI error."""
-    try:
-        settings = load_settings(config)
-    except SettingsError as exc:
-        fail(str(exc))
+    """Load settings for a command (a bad configuration ends it through cbloop_cli.errors)."""
+    settings = load_settings(config)
     configure_logging(settings.logging)
     return settings
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(code)

@@ -20,7 +20,8 @@ from rich.progress import (
 )
 
 from cbloop.errors import CbloopError
-from cbloop_cli.common import ConfigOption, fail, settings_from
+from cbloop_cli.common import ConfigOption, settings_from
+from cbloop_cli.errors import fail
 
 #: Bad lines printed one by one; past this only the count is printed.
 _BAD_LINES_SHOWN = 20

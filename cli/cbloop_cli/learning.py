@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cbloop.settings import Settings, SettingsError
-from cbloop_cli.common import ConfigOption, fail, settings_from
+from cbloop.settings import Settings
+from cbloop_cli.common import ConfigOption, settings_from
+from cbloop_cli.errors import fail
 
 if TYPE_CHECKING:
     from cbloop_pipeline.deploy import Decision
@@ -184,25 +185,19 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from cbloop_pipeline.learning import train_command
-        from cbloop_pipeline.models import ModelChoiceError
-        from cbloop_pipeline.train import TrainError
-        from cbloop_pipeline.warehouse import WarehouseError
         from cbloop_pipeline.warm_start import WarmStartOptions
 
         settings = settings_from(config)
         options = WarmStartOptions(_label_column(label_column), events, seed)
-        try:
-            with Console(stderr=True).status(f"training {experiment} ..."):
-                outcome = train_command(
-                    settings,
-                    experiment,
-                    parent=parent,
-                    fresh=fresh,
-                    warm_start=warm_start,
-                    warm_start_options=options,
-                )
-        except (TrainError, ModelChoiceError, WarehouseError, SettingsError) as exc:
-            fail(str(exc))
+        with Console(stderr=True).status(f"training {experiment} ..."):
+            outcome = train_command(
+                settings,
+                experiment,
+                parent=parent,
+                fresh=fresh,
+                warm_start=warm_start,
+                warm_start_options=options,
+            )
         _print_train(outcome)
 
     @app.command()
@@ -227,19 +222,15 @@ def register(app: typer.Typer) -> None:
         """Estimate the model, the deployed model and the logging policy (IPS, SNIPS, DR)."""
         from rich.console import Console
 
-        from cbloop_pipeline.evaluate import EvaluateError, EvaluateOptions
+        from cbloop_pipeline.evaluate import EvaluateOptions
         from cbloop_pipeline.learning import evaluate_command
-        from cbloop_pipeline.warehouse import WarehouseError
 
         settings = settings_from(config)
         options = EvaluateOptions(folds=folds, seed=seed, plot=plot)
-        try:
-            with Console(stderr=True).status(f"evaluating {experiment} ..."):
-                record = evaluate_command(
-                    settings, experiment, model_id=model, joins=join or (), options=options
-                )
-        except (EvaluateError, WarehouseError, SettingsError) as exc:
-            fail(str(exc))
+        with Console(stderr=True).status(f"evaluating {experiment} ..."):
+            record = evaluate_command(
+                settings, experiment, model_id=model, joins=join or (), options=options
+            )
         local = settings.storage.backend == "local"
         _print_evaluation(record, settings.storage.root if local else None)
 
@@ -257,15 +248,10 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
     ) -> None:
         """Apply the promotion rule and point the experiment at the candidate if it wins."""
-        from cbloop_pipeline.deploy import DeployError
         from cbloop_pipeline.learning import deploy_command
-        from cbloop_pipeline.warehouse import WarehouseError
 
         settings = settings_from(config)
-        try:
-            decision = deploy_command(settings, experiment, model_id=model, force=force)
-        except (DeployError, WarehouseError, SettingsError) as exc:
-            fail(str(exc))
+        decision = deploy_command(settings, experiment, model_id=model, force=force)
         _print_decision(decision)
 
     @app.command()
@@ -279,15 +265,10 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
     ) -> None:
         """Point the experiment back at an earlier model."""
-        from cbloop_pipeline.deploy import DeployError
         from cbloop_pipeline.learning import rollback_command
-        from cbloop_pipeline.warehouse import WarehouseError
 
         settings = settings_from(config)
-        try:
-            decision = rollback_command(settings, experiment, to=to)
-        except (DeployError, WarehouseError, SettingsError) as exc:
-            fail(str(exc))
+        decision = rollback_command(settings, experiment, to=to)
         _print_decision(decision)
 
     @app.command()
@@ -311,17 +292,13 @@ def register(app: typer.Typer) -> None:
         """Ingest, join, train, evaluate and deploy, every DURATION (one loop at a time)."""
         from cbloop.settings import parse_duration
         from cbloop_pipeline.lock import LockHeld, exclusive_lock
-        from cbloop_pipeline.loop import LoopStepError, run_loop
-        from cbloop_pipeline.warehouse import WarehouseError
+        from cbloop_pipeline.loop import run_loop
 
         settings = settings_from(config)
         names = experiment or list(settings.experiments)
-        try:
-            for name in names:
-                settings.experiment(name)
-            period = parse_duration(every or settings.pipeline.every)
-        except (SettingsError, ValueError) as exc:
-            fail(str(exc))
+        for name in names:
+            settings.experiment(name)
+        period = parse_duration(every or settings.pipeline.every)
         stop = threading.Event()
 
         def _stop(signum: int, frame: object) -> None:
@@ -341,9 +318,8 @@ def register(app: typer.Typer) -> None:
             with exclusive_lock(settings.pipeline.lock_path):
                 run_loop(settings, names, every=period, once=once, stop=stop, on_cycle=_after_cycle)
         except LockHeld as exc:
+            # Its own status, so that a scheduler can tell "already running" from a failure.
             fail(f"{exc}; only one learning loop may run at a time", code=3)
-        except (LoopStepError, WarehouseError) as exc:
-            fail(str(exc), code=1)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

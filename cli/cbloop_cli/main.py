@@ -5,9 +5,11 @@ from __future__ import annotations
 import typer
 
 from cbloop_cli import bench, decide, learning, retention, serve, simulate, warehouse
+from cbloop_cli.errors import CbloopGroup
 
 app = typer.Typer(
     name="cbloop",
+    cls=CbloopGroup,
     help="Contextual-bandit personalization: serve, log, join, train, evaluate, deploy.",
     no_args_is_help=True,
     add_completion=False,

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cbloop.settings import Settings
-from cbloop_cli.common import ConfigOption, fail, settings_from
+from cbloop_cli.common import ConfigOption, settings_from
+from cbloop_cli.errors import fail
 
 if TYPE_CHECKING:
     from cbloop_pipeline.retention import GcResult

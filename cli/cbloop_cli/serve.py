@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from cbloop_cli.common import ConfigOption, fail, settings_from
+from cbloop_cli.common import ConfigOption, settings_from
+from cbloop_cli.errors import fail
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ def register(app: typer.Typer) -> None:
         """Serve rank/reward/activate; every worker keeps its own models and log segments."""
         import uvicorn
 
-        from cbloop.registry import ModelRegistry, RegistryError
-        from cbloop.storage import StorageError, open_store
+        from cbloop.registry import ModelRegistry
+        from cbloop.storage import open_store
 
         settings = settings_from(config)
         bind_host = host or settings.service.host
@@ -46,14 +47,11 @@ def register(app: typer.Typer) -> None:
         # Done once here, before any worker exists, so that workers never race to create
         # an experiment's first model.
         registry = ModelRegistry(open_store(settings.storage))
-        try:
-            for name, experiment in settings.experiments.items():
-                pointer = registry.ensure_initial_model(name, experiment)
-                logger.info(
-                    "experiment ready", extra={"experiment": name, "model_id": pointer.model_id}
-                )
-        except (RegistryError, StorageError) as exc:
-            fail(f"could not prepare the model registry: {exc}")
+        for name, experiment in settings.experiments.items():
+            pointer = registry.ensure_initial_model(name, experiment)
+            logger.info(
+                "experiment ready", extra={"experiment": name, "model_id": pointer.model_id}
+            )
         if config is not None:
             # Workers are fresh processes (spawn): they find the settings through this.
             os.environ["CBLOOP_CONFIG"] = str(config.resolve())

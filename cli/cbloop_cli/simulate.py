@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -9,7 +10,8 @@ import typer
 
 from cbloop.logs import configure_logging
 from cbloop.settings import LoggingSettings
-from cbloop_cli.common import ConfigOption, fail
+from cbloop_cli.common import ConfigOption
+from cbloop_cli.errors import fail
 
 if TYPE_CHECKING:
     from cbloop_pipeline.simulate.results import LoopRecord
@@ -17,6 +19,9 @@ if TYPE_CHECKING:
 # Defaults per world: the reference statlog workflow for tables; for the synthetic world a
 # sub-minute demo. Rounds of 500 give the promotion rule ~100 eval events per round; with
 # 300, noisy estimates kept better candidates out for most of the demo.
+#: The started service is this installation's own `cbloop serve` (python -m cbloop_cli).
+SERVE_COMMAND = (sys.executable, "-m", "cbloop_cli", "serve")
+
 TABLE_DEFAULTS = {"loops": 15, "per_loop": 500}
 SYNTHETIC_DEFAULTS = {"loops": 6, "per_loop": 500}
 
@@ -112,12 +117,7 @@ def simulate(
     """
     from rich.console import Console
 
-    from cbloop_pipeline.simulate.runner import (
-        SIMULATION_ERRORS,
-        SimulationError,
-        SimulationOptions,
-        run_simulation,
-    )
+    from cbloop_pipeline.simulate.runner import SimulationOptions, run_simulation
 
     kind = world or ("table" if data is not None else "synthetic")
     if kind not in ("table", "synthetic"):
@@ -125,26 +125,24 @@ def simulate(
     if kind == "synthetic" and data is not None:
         fail("--data goes with --world table")
     defaults = TABLE_DEFAULTS if kind == "table" else SYNTHETIC_DEFAULTS
-    try:
-        options = SimulationOptions(
-            out=out,
-            world="table" if kind == "table" else "synthetic",
-            data=data,
-            label_col=_label_col(label_col),
-            warm_start=warm_start,
-            loops=loops if loops is not None else defaults["loops"],
-            per_loop=per_loop if per_loop is not None else defaults["per_loop"],
-            seed=seed,
-            url=url,
-            config=config,
-            experiment=experiment,
-            workers=workers,
-            concurrency=concurrency,
-            api_key=api_key,
-            service_log_level="INFO" if verbose else "WARNING",
-        )
-    except SimulationError as exc:
-        fail(str(exc))
+    options = SimulationOptions(
+        out=out,
+        world="table" if kind == "table" else "synthetic",
+        data=data,
+        label_col=_label_col(label_col),
+        warm_start=warm_start,
+        loops=loops if loops is not None else defaults["loops"],
+        per_loop=per_loop if per_loop is not None else defaults["per_loop"],
+        seed=seed,
+        url=url,
+        config=config,
+        experiment=experiment,
+        workers=workers,
+        concurrency=concurrency,
+        api_key=api_key,
+        service_log_level="INFO" if verbose else "WARNING",
+        serve_command=SERVE_COMMAND,
+    )
     # The simulation's own deployment is quiet unless asked: progress lines are the output.
     configure_logging(LoggingSettings(level="INFO" if verbose else "WARNING", format="text"))
     console = Console()
@@ -162,16 +160,13 @@ def simulate(
             f"(play {record.play_seconds:.1f}s, pipeline {record.pipeline_seconds:.1f}s)"
         )
 
-    try:
-        with console.status("simulating...") as status:
+    with console.status("simulating...") as status:
 
-            def progress(message: str) -> None:
-                console.print(message)
-                status.update(message)
+        def progress(message: str) -> None:
+            console.print(message)
+            status.update(message)
 
-            result = run_simulation(options, progress=progress, loop_done=loop_done)
-    except SIMULATION_ERRORS as exc:
-        fail(str(exc), code=1)
+        result = run_simulation(options, progress=progress, loop_done=loop_done)
     _print_tables(console, result.loops, result.summary)
 
 

@@ -11,7 +11,8 @@ import orjson
 import typer
 
 from cbloop.settings import Settings
-from cbloop_cli.common import ConfigOption, fail, settings_from
+from cbloop_cli.common import ConfigOption, settings_from
+from cbloop_cli.errors import fail
 
 if TYPE_CHECKING:
     import duckdb
@@ -21,13 +22,10 @@ logger = logging.getLogger(__name__)
 
 @contextmanager
 def _warehouse(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The warehouse connection for one command; a busy or broken warehouse is a CLI error."""
-    from cbloop_pipeline.warehouse import WarehouseError, connect
+    """The warehouse connection for one command."""
+    from cbloop_pipeline.warehouse import connect
 
-    try:
-        con = connect(settings.warehouse)
-    except WarehouseError as exc:
-        fail(str(exc))
+    con = connect(settings.warehouse)
     try:
         yield con
     finally:
@@ -47,15 +45,12 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def ingest(config: ConfigOption = None) -> None:
         """Load every closed decision and outcome segment not loaded yet (exactly once)."""
-        from cbloop.storage import StorageError, open_store
+        from cbloop.storage import open_store
         from cbloop_pipeline.ingest import ingest as run_ingest
 
         settings = settings_from(config)
         with _warehouse(settings) as con:
-            try:
-                result = run_ingest(con, open_store(settings.storage))
-            except StorageError as exc:
-                fail(f"could not read the event log: {exc}")
+            result = run_ingest(con, open_store(settings.storage))
         typer.echo(
             f"ingested {result.segments} segments: {result.decision_lines} decisions, "
             f"{result.outcome_lines} outcomes, {result.rejected_lines} rejected lines"
@@ -78,24 +73,16 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
     ) -> None:
         """Join decisions to their rewards and export train/eval DSJSON for VW."""
-        from cbloop.settings import SettingsError
-        from cbloop.storage import StorageError, open_store
-        from cbloop_pipeline.export import ExportError
-        from cbloop_pipeline.join import JoinError, parse_as_of, run_join
+        from cbloop.storage import open_store
+        from cbloop_pipeline.join import parse_as_of, run_join
 
         settings = settings_from(config)
-        try:
-            exp_settings = settings.experiment(experiment)
-            moment = parse_as_of(as_of) if as_of is not None else None
-        except (SettingsError, JoinError) as exc:
-            fail(str(exc))
+        exp_settings = settings.experiment(experiment)
+        moment = parse_as_of(as_of) if as_of is not None else None
         with _warehouse(settings) as con:
-            try:
-                result = run_join(
-                    con, open_store(settings.storage), experiment, exp_settings, as_of=moment
-                )
-            except (StorageError, ExportError) as exc:
-                fail(str(exc))
+            result = run_join(
+                con, open_store(settings.storage), experiment, exp_settings, as_of=moment
+            )
         if as_json:
             typer.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
             return

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cbloop.encoding import timestamp
+from cbloop.clock import compact_ts, format_ts
+from cbloop.errors import InvalidInput
 from cbloop.registry import ModelMetadata, ModelRegistry, RegistryError
 from cbloop.settings import ExperimentSettings, PromotionSettings
 from cbloop.vw import ModelLoadError, open_workspace
@@ -30,12 +31,13 @@ from cbloop_pipeline.models import (
     is_deployable,
     last_event_at,
     reconcile_states,
+    why_not_deployable,
 )
 
 logger = logging.getLogger(__name__)
 
 
-class DeployError(RuntimeError):
+class DeployError(InvalidInput):
     """Nothing can be deployed or rolled back as asked; the message says why."""
 
 
@@ -75,7 +77,7 @@ class Decision:
 
 
 def new_decision_id() -> str:
-    return f"d-{timestamp().replace(':', '').replace('-', '')[:15]}-{secrets.token_hex(3)}"
+    return f"d-{compact_ts()}-{secrets.token_hex(3)}"
 
 
 def _finite(value: object) -> float | None:
@@ -217,7 +219,7 @@ def deploy(
     if decision.promoted:
         check_loads(registry, candidate)
         _move_pointer(registry, candidate, current, f"deploy: {decision.reason}", "retired")
-    candidate.history.append({"at": timestamp(), **decision.history_entry()})
+    candidate.history.append({"at": format_ts(), **decision.history_entry()})
     registry.update_metadata(candidate)
     logger.info(
         "%s %s: %s",
@@ -266,7 +268,7 @@ def rollback(
         reason=f"rollback from {current.model_id}",
     )
     _move_pointer(registry, target, current, decision.reason, "rolled back")
-    target.history.append({"at": timestamp(), **decision.history_entry()})
+    target.history.append({"at": format_ts(), **decision.history_entry()})
     registry.update_metadata(target)
     logger.info("rolled back %s from %s to %s", name, current.model_id, target.model_id)
     return decision
@@ -327,10 +329,6 @@ def _model(registry: ModelRegistry, name: str, model_id: str) -> ModelMetadata:
 
 
 def _check_deployable(meta: ModelMetadata, experiment: ExperimentSettings) -> None:
-    if meta.state == "refused":
-        raise DeployError(f"model {meta.model_id} was refused (its file cannot be loaded)")
-    if not is_deployable(meta, experiment):
-        raise DeployError(
-            f"model {meta.model_id} was trained with VW arguments {meta.vw_args!r}; the "
-            f"experiment now uses {experiment.vw_arguments()!r}"
-        )
+    reason = why_not_deployable(meta, experiment)
+    if reason is not None:
+        raise DeployError(reason)

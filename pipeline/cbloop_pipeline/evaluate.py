@@ -18,14 +18,14 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import numpy as np
 
-from cbloop.encoding import timestamp
+from cbloop.clock import compact_ts, format_ts
+from cbloop.errors import InvalidInput
 from cbloop.registry import ModelMetadata, ModelRegistry
 from cbloop.settings import ExperimentSettings
 from cbloop_pipeline.localfiles import MissingData, local_file, single_file
@@ -56,7 +56,7 @@ EVENT_COLUMNS = (
 )
 
 
-class EvaluateError(RuntimeError):
+class EvaluateError(InvalidInput):
     """The evaluation cannot run (no events, missing files, unusable model)."""
 
 
@@ -77,7 +77,7 @@ class EvaluateOptions:
 
 
 def new_eval_id() -> str:
-    return f"ev-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    return f"ev-{compact_ts()}-{secrets.token_hex(3)}"
 
 
 def eval_prefix(experiment: str, eval_id: str) -> str:
@@ -237,7 +237,7 @@ def _record(
     return {
         "eval_id": eval_id,
         "experiment": name,
-        "created_at": timestamp(),
+        "created_at": format_ts(),
         "model_id": candidate.model_id,
         "deployed_model_id": deployed.model_id if deployed else None,
         "joins": [s.join_id for s in splits],
@@ -298,10 +298,11 @@ def _sql_path(path: Path) -> str:
 
 def plot_estimates(record: dict[str, Any], out: Path) -> None:
     """Candidate, deployed and logging estimates with their intervals, one row per estimator."""
-    import matplotlib
+    # Imported on demand: matplotlib costs ~0.5 s to load and only --plot needs it.
+    import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")  # files only; no display on servers
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     rows: list[tuple[str, dict[str, Any]]] = []
     for role in ("candidate", "deployed"):

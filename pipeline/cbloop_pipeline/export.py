@@ -18,6 +18,8 @@ from pathlib import Path
 
 import duckdb
 
+from cbloop.errors import TransientError
+from cbloop.storage import StorageError
 from cbloop_pipeline.segments import FileSet, SegmentSource, scan_groups
 
 logger = logging.getLogger(__name__)
@@ -27,7 +29,7 @@ SPLITS = ("train", "eval")
 _NO_SPLIT = "\x1f"
 
 
-class ExportError(RuntimeError):
+class ExportError(TransientError):
     """The export files could not be written."""
 
 
@@ -101,7 +103,7 @@ def export_splits(
                 produced.replace(dest)
             else:
                 source.store.put_file(keys[split], produced)
-    except (duckdb.Error, OSError) as exc:
+    except (duckdb.Error, OSError, StorageError) as exc:
         raise ExportError(f"could not export join {join_id} of {experiment}: {exc}") from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import duckdb
 
+from cbloop.clock import utcnow_naive
 from cbloop.eventlog.layout import KINDS, Kind, is_closed_segment, kind_prefix
-from cbloop.storage import ObjectInfo, ObjectStore
+from cbloop.storage import ObjectInfo, ObjectStore, StorageError
 from cbloop_pipeline.segments import FileSet, SegmentSource, scan_groups
-from cbloop_pipeline.warehouse import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _list_closed(store: ObjectStore, kind: Kind) -> list[ObjectInfo]:
         try:
             infos = store.list(kind_prefix(kind))
             break
-        except FileNotFoundError:
+        except StorageError:
             if attempt == _LIST_ATTEMPTS - 1:
                 raise
     return sorted((i for i in infos if is_closed_segment(i.key)), key=lambda i: i.key)
@@ -149,7 +149,7 @@ def _batches(segments: Sequence[PendingSegment], limit: int) -> Iterator[list[Pe
 def _load_batch(
     con: duckdb.DuckDBPyConnection, source: SegmentSource, batch: list[PendingSegment]
 ) -> IngestResult:
-    started = utcnow()
+    started = utcnow_naive()
     with source.readable([seg.info.key for seg in batch]) as paths:
         con.begin()
         try:
@@ -202,7 +202,7 @@ def _insert_batch(
         counts[kind] = _scalar(
             con, f"SELECT count(*) FROM {kind} WHERE batch_id = $b", {"b": batch_id}
         )
-    now = utcnow()
+    now = utcnow_naive()
     con.execute(
         """
         INSERT INTO ingested_segments

@@ -23,18 +23,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import orjson
 
+from cbloop.clock import format_ts, parse_ts, to_naive_utc, utcnow_naive
+from cbloop.errors import InvalidInput
 from cbloop.settings import ExperimentSettings
 from cbloop.storage import ObjectStore
 from cbloop_pipeline.export import export_splits
 from cbloop_pipeline.segments import SegmentSource
-from cbloop_pipeline.warehouse import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ _AGGREGATIONS = {
 }
 
 
-class JoinError(RuntimeError):
+class JoinError(InvalidInput):
     """A join job could not run."""
 
 
@@ -84,7 +85,7 @@ class JoinResult:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         for key in ("as_of", "decision_ts_hi"):
-            out[key] = _iso(out[key])
+            out[key] = format_ts(out[key], timespec="auto")
         return out
 
 
@@ -98,20 +99,12 @@ class _Marks:
     orphan_batch: int
 
 
-def as_utc(moment: datetime) -> datetime:
-    """A naive UTC datetime (the warehouse's convention); naive input is taken as UTC."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment
-
-
 def parse_as_of(text: str) -> datetime:
     """'2026-11-22T12:00:00Z', '...+01:00' or naive (UTC) ISO-8601 -> naive UTC."""
     try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        return to_naive_utc(parse_ts(text))
     except ValueError:
         raise JoinError(f"--as-of {text!r} is not an ISO-8601 timestamp") from None
-    return as_utc(moment)
 
 
 def run_join(
@@ -129,8 +122,8 @@ def run_join(
     `cache_dir` is where segments of a remote store were downloaded (see `ingest`).
     """
     source = SegmentSource.beside(store, con, cache_dir)
-    as_of = as_utc(as_of) if as_of is not None else utcnow()
-    started = utcnow()
+    as_of = to_naive_utc(as_of) if as_of is not None else utcnow_naive()
+    started = utcnow_naive()
     reward = settings.reward
     wait = timedelta(seconds=reward.wait_seconds)
     backward = timedelta(seconds=reward.backward_seconds)
@@ -432,7 +425,7 @@ def _record_job(
     orphan_ts_hi: datetime,
 ) -> None:
     reward = settings.reward
-    finished = utcnow()
+    finished = utcnow_naive()
     con.execute(
         """
         INSERT INTO join_jobs BY NAME
@@ -490,7 +483,3 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
 def _only(params: dict[str, Any], *names: str) -> dict[str, Any]:
     # DuckDB refuses named parameters a statement does not use.
     return {name: params[name] for name in names}
-
-
-def _iso(moment: datetime) -> str:
-    return moment.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")

@@ -6,10 +6,11 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from cbloop.errors import InvalidInput
 from cbloop.storage import ObjectNotFound, ObjectStore
 
 
-class MissingData(FileNotFoundError):
+class MissingData(InvalidInput, FileNotFoundError):
     """A data object the pipeline recorded is not in the store."""
 
 

@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cbloop.errors import TransientError
+
 logger = logging.getLogger(__name__)
 
 
-class LockHeld(RuntimeError):
+class LockHeld(TransientError):
     """Another process holds the lock."""
 
 

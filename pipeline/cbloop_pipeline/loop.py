@@ -25,22 +25,26 @@ from pathlib import Path
 
 import duckdb
 
+from cbloop.clock import utcnow_naive
+from cbloop.errors import CbloopError
 from cbloop.registry import ModelMetadata, ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
 from cbloop_pipeline import loop_state
 from cbloop_pipeline.deploy import deploy, latest_candidate
 from cbloop_pipeline.evaluate import evaluate_candidate
+from cbloop_pipeline.ingest import ingest
+from cbloop_pipeline.join import run_join
 from cbloop_pipeline.join_catalog import finished_joins
 from cbloop_pipeline.mirror import sync_experiment, sync_models
 from cbloop_pipeline.models import deployed_model, latest_trainable, reconcile_states
 from cbloop_pipeline.train import train_joins, unseen_joins
-from cbloop_pipeline.warehouse import connect, utcnow
+from cbloop_pipeline.warehouse import connect
 
 logger = logging.getLogger(__name__)
 
 
-class LoopStepError(RuntimeError):
+class LoopStepError(CbloopError):
     """A step of the cycle failed; the cycle stopped there and will start afresh next time."""
 
     def __init__(self, experiment: str, step: str, cause: BaseException) -> None:
@@ -84,8 +88,6 @@ class _Context:
 
 
 def _ingest(ctx: _Context) -> StepResult:
-    from cbloop_pipeline.ingest import ingest
-
     result = ingest(ctx.con, ctx.registry.store)
     detail = (
         f"{result.segments} segments: {result.decision_lines} decisions, "
@@ -95,8 +97,6 @@ def _ingest(ctx: _Context) -> StepResult:
 
 
 def _join(ctx: _Context) -> StepResult:
-    from cbloop_pipeline.join import run_join
-
     job = run_join(ctx.con, ctx.registry.store, ctx.name, ctx.settings.experiment(ctx.name))
     return StepResult(
         "done" if job.joined else "skipped",
@@ -232,7 +232,7 @@ def run_cycle(settings: Settings, name: str, *, work_dir: Path | None = None) ->
 
 
 def _run_step(ctx: _Context, cycle: int, step: str) -> StepReport:
-    started = utcnow()
+    started = utcnow_naive()
     loop_state.step_started(ctx.con, ctx.name, step)
     try:
         result = STEP_FUNCTIONS[step](ctx)
@@ -273,7 +273,7 @@ def run_loop(
         for name in experiments:
             try:
                 report = run_cycle(settings, name, work_dir=work_dir)
-            except LoopStepError:
+            except Exception:  # the top of the daemon: log it and survive
                 if once:
                     raise
                 logger.exception("cycle of %s failed; retrying next cycle", name)

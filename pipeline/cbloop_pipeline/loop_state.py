@@ -14,7 +14,7 @@ from datetime import datetime
 
 import duckdb
 
-from cbloop_pipeline.warehouse import utcnow
+from cbloop.clock import utcnow_naive
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def load(con: duckdb.DuckDBPyConnection, experiment: str) -> LoopState | None:
 
 def start_cycle(con: duckdb.DuckDBPyConnection, experiment: str) -> int:
     """Begin a new cycle; returns its number."""
-    now = utcnow()
+    now = utcnow_naive()
     previous = load(con, experiment)
     cycle = (previous.cycle if previous else 0) + 1
     if previous is None:
@@ -78,7 +78,7 @@ def step_started(con: duckdb.DuckDBPyConnection, experiment: str, step: str) -> 
     con.execute(
         f"UPDATE experiment_state SET step = ?, status = 'running', {_state_col(step)} = "
         "'running', updated_at = ? WHERE experiment = ?",
-        [step, utcnow(), experiment],
+        [step, utcnow_naive(), experiment],
     )
 
 
@@ -98,7 +98,7 @@ def step_finished(
     unknown = set(results) - RESULT_COLUMNS
     if unknown:
         raise ValueError(f"not loop-state columns: {sorted(unknown)}")
-    now = utcnow()
+    now = utcnow_naive()
     sets = [f"{_state_col(step)} = ?", "updated_at = ?"]
     values: list[object] = [status, now]
     for column, value in results.items():
@@ -124,7 +124,7 @@ def step_finished(
 
 
 def finish_cycle(con: duckdb.DuckDBPyConnection, experiment: str) -> None:
-    now = utcnow()
+    now = utcnow_naive()
     con.execute(
         "UPDATE experiment_state SET step = 'idle', status = 'done', cycle_finished_at = ?, "
         "updated_at = ? WHERE experiment = ?",

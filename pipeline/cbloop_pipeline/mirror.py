@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import duckdb
 
+from cbloop.clock import parse_ts, to_naive_utc, utcnow_naive
 from cbloop.registry import ModelMetadata, ModelRegistry
 from cbloop_pipeline.models import events_total
 
@@ -23,15 +24,15 @@ logger = logging.getLogger(__name__)
 DECISION_EVENTS = ("promotion", "rollback")
 
 
-def to_timestamp(text: str) -> datetime:
+def _naive(text: str) -> datetime:
     """Registry times (ISO 8601, Z) as the naive UTC datetimes the warehouse stores."""
-    return datetime.fromisoformat(text).astimezone(UTC).replace(tzinfo=None)
+    return to_naive_utc(parse_ts(text))
 
 
 def sync_models(con: duckdb.DuckDBPyConnection, models: Iterable[ModelMetadata]) -> int:
     """Upsert each model's row, evaluations and decisions; returns the number of models."""
     count = 0
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = utcnow_naive()
     con.begin()
     try:
         for meta in models:
@@ -68,7 +69,7 @@ def _upsert_model(con: duckdb.DuckDBPyConnection, meta: ModelMetadata, now: date
             meta.parent_id,
             meta.state,
             meta.vw_args,
-            to_timestamp(meta.created_at),
+            _naive(meta.created_at),
             list(meta.joins),
             meta.events_trained,
             events_total(meta),
@@ -91,7 +92,7 @@ def _upsert_evaluation(con: duckdb.DuckDBPyConnection, record: dict[str, Any]) -
             record["experiment"],
             record["model_id"],
             record.get("deployed_model_id"),
-            to_timestamp(record["created_at"]),
+            _naive(record["created_at"]),
             list(record.get("joins", [])),
             record["n_events"],
             record["confidence"],
@@ -148,7 +149,7 @@ def _upsert_decision(
             entry.get("use_lower_bound"),
             entry.get("n_events"),
             entry.get("reason", ""),
-            to_timestamp(entry["at"]),
+            _naive(entry["at"]),
         ],
     )
 

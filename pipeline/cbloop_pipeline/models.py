@@ -10,25 +10,38 @@ from __future__ import annotations
 
 import logging
 
+from cbloop.errors import ConfigError
 from cbloop.registry import ModelMetadata, ModelRegistry, ModelState, Pointer, RegistryError
 from cbloop.settings import ExperimentSettings
 
 logger = logging.getLogger(__name__)
 
 
-class ModelChoiceError(RuntimeError):
+class ModelChoiceError(ConfigError):
     """The requested model cannot be used for this operation; the message says why."""
 
 
+def why_not_deployable(meta: ModelMetadata, experiment: ExperimentSettings) -> str | None:
+    """The one rule for serving a model (and so for continuing from it): None when it may,
+    else why not.
+
+    VW merges mismatched arguments into a loaded model without complaint, so the metadata's
+    arguments are the only trustworthy record of what a model file is.
+    """
+    if meta.state == "refused":
+        return f"model {meta.model_id} was refused by the service (its file cannot be loaded)"
+    if meta.vw_args != experiment.vw_arguments():
+        return (
+            f"model {meta.model_id} was trained with VW arguments {meta.vw_args!r} but "
+            f"experiment {meta.experiment!r} now uses {experiment.vw_arguments()!r}"
+        )
+    if meta.file_deleted_at is not None:
+        return f"model {meta.model_id}'s file was deleted by retention"
+    return None
+
+
 def is_deployable(meta: ModelMetadata, experiment: ExperimentSettings) -> bool:
-    """VW merges mismatched arguments into a loaded model without complaint, so the metadata's
-    arguments are the only trustworthy record of what a model file is. A model whose file
-    retention deleted can be neither served nor continued from."""
-    return (
-        meta.vw_args == experiment.vw_arguments()
-        and meta.state != "refused"
-        and meta.file_deleted_at is None
-    )
+    return why_not_deployable(meta, experiment) is None
 
 
 def lineage(registry: ModelRegistry, meta: ModelMetadata) -> list[ModelMetadata]:

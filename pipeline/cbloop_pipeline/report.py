@@ -12,6 +12,9 @@ from typing import Any, Literal
 import duckdb
 import orjson
 
+from cbloop.clock import format_ts
+from cbloop_pipeline.report_view import legend, render_rows
+
 Grouping = Literal["hour", "model", "experiment"]
 Format = Literal["table", "json", "csv"]
 
@@ -102,8 +105,6 @@ def render(report: Report, fmt: Format, *, width: int | None = None) -> str:
 
 
 def _table(report: Report, width: int | None) -> str:
-    from cbloop_pipeline.report_view import legend, render_rows
-
     title = f"experiment {report.experiment} by {report.by}"
     if report.rows:
         body = render_rows(title, report.by, report.records(), width or 100)
@@ -128,7 +129,7 @@ def _table(report: Report, width: int | None) -> str:
 def _plain(value: Any) -> Any:
     """JSON/CSV-friendly: ISO times with Z, no NaN."""
     if isinstance(value, datetime):
-        return value.isoformat() + "Z"
+        return format_ts(value, timespec="auto")
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

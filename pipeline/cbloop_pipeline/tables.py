@@ -21,13 +21,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from cbloop.clock import format_ts
 from cbloop.encoding import (
     build_vw_context,
     decision_line,
     encode_context,
     labelled_line,
-    timestamp,
 )
+from cbloop.errors import InvalidInput
 
 __all__ = [
     "BINNED_NAMESPACE",
@@ -61,7 +62,7 @@ _CSV_DELIMITERS = ",;\t|"
 WARM_START_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-class TableError(ValueError):
+class TableError(InvalidInput, ValueError):
     """The table cannot be used as a labelled table; the message names the problem."""
 
 
@@ -488,7 +489,7 @@ def _joined_line(
     c = build_vw_context(context, [(action, {}) for action in actions])
     decision = decision_line(
         event_id=event_id,
-        ts=timestamp(moment),
+        ts=format_ts(moment),
         order=[chosen, *(j for j in range(k) if j != chosen)],
         probabilities=[1.0 / k] * k,
         c_json=encode_context(c),

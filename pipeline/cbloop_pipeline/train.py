@@ -23,25 +23,24 @@ from typing import Any
 
 import vowpalwabbit
 
-from cbloop.encoding import timestamp
-from cbloop.registry import ModelMetadata, ModelRegistry, RegistryError
+from cbloop.clock import format_ts
+from cbloop.errors import InvalidInput
+from cbloop.registry import MODEL_FILE, ModelMetadata, ModelRegistry, RegistryError
 from cbloop.settings import ExperimentSettings
 from cbloop.storage import ObjectStore
 from cbloop_pipeline.localfiles import MissingData, local_file, single_file
 from cbloop_pipeline.models import (
     ModelChoiceError,
     events_total,
-    is_deployable,
     joins_seen,
     latest_trainable,
+    why_not_deployable,
 )
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.vw"
 
-
-class TrainError(RuntimeError):
+class TrainError(InvalidInput):
     """Training could not run (bad arguments, unreadable data, unusable parent)."""
 
 
@@ -143,13 +142,10 @@ def choose_parent(
         meta = registry.metadata(name, parent)
     except RegistryError as exc:
         raise ModelChoiceError(str(exc)) from exc
-    if meta.state == "refused":
-        raise ModelChoiceError(f"model {parent} was refused by the service; it cannot be a parent")
-    if not is_deployable(meta, experiment):
+    reason = why_not_deployable(meta, experiment)
+    if reason is not None:
         raise ModelChoiceError(
-            f"model {parent} was trained with VW arguments {meta.vw_args!r} but experiment "
-            f"{name!r} now uses {experiment.vw_arguments()!r}; continue from a matching model "
-            "or start --fresh"
+            f"{reason}; it cannot be a parent", hint="continue from another model or start --fresh"
         )
     return meta
 
@@ -255,7 +251,7 @@ def _metadata(
             "model_id": registry.new_model_id(),
             "experiment": name,
             "vw_args": vw_args,
-            "created_at": timestamp(),
+            "created_at": format_ts(),
             "parent_id": parent.model_id if parent else None,
             "state": "trained",
             # Joins with an empty train split are listed too: they are consumed, not pending.

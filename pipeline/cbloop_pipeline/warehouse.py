@@ -11,12 +11,14 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
 import duckdb
 
+from cbloop.clock import utcnow_naive
+from cbloop.errors import CbloopError, TransientError
 from cbloop.settings import WarehouseSettings
 
 logger = logging.getLogger(__name__)
@@ -27,12 +29,16 @@ MIGRATIONS_DIR = Path(str(resources.files("cbloop_migrations")))
 _NAME = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
 
 
-class WarehouseError(RuntimeError):
+class WarehouseError(CbloopError):
     """The warehouse cannot be used (locked by another process, bad migrations, ...)."""
 
+    hint = "check warehouse.path in the settings; the file must be a DuckDB warehouse"
 
-class WarehouseBusy(WarehouseError):
+
+class WarehouseBusy(WarehouseError, TransientError):
     """Another process holds the warehouse file (DuckDB allows one writing process)."""
+
+    hint = "another cbloop command holds the warehouse; run this again when it has finished"
 
 
 class MigrationError(WarehouseError):
@@ -52,11 +58,6 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
-
-
-def utcnow() -> datetime:
-    """Now as a naive UTC datetime: the warehouse stores every time as UTC TIMESTAMP."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -107,7 +108,7 @@ def migrate(con: duckdb.DuckDBPyConnection, directory: Path = MIGRATIONS_DIR) ->
             con.execute(migration.sql)
             con.execute(
                 "INSERT INTO schema_migrations VALUES (?, ?, ?, ?)",
-                [migration.version, migration.name, migration.checksum, utcnow()],
+                [migration.version, migration.name, migration.checksum, utcnow_naive()],
             )
             con.commit()
         except duckdb.Error as exc:

@@ -18,13 +18,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cbloop.errors import CbloopError, InvalidInput, TransientError
 from cbloop.eventlog import EventLogError
 from cbloop.sampling import InvalidPmf
+from cbloop.storage import StorageError
 
 logger = logging.getLogger(__name__)
 
 
-class ServiceError(Exception):
+class ServiceError(CbloopError):
     """A request the service will not carry out; `field` names the input at fault."""
 
     status_code = 400
@@ -36,7 +38,7 @@ class ServiceError(Exception):
         self.field = field
 
 
-class UnknownExperiment(ServiceError):
+class UnknownExperiment(ServiceError, InvalidInput):
     status_code = 404
     code = "unknown_experiment"
 
@@ -44,7 +46,7 @@ class UnknownExperiment(ServiceError):
         super().__init__(f"experiment {experiment!r} is not configured", field="experiment")
 
 
-class AllActionsExcluded(ServiceError):
+class AllActionsExcluded(ServiceError, InvalidInput):
     status_code = 422
     code = "all_actions_excluded"
 
@@ -52,12 +54,12 @@ class AllActionsExcluded(ServiceError):
         super().__init__("every action is excluded", field="excluded_actions")
 
 
-class LimitExceeded(ServiceError):
+class LimitExceeded(ServiceError, InvalidInput):
     status_code = 422
     code = "limit_exceeded"
 
 
-class RewardOutOfRange(ServiceError):
+class RewardOutOfRange(ServiceError, InvalidInput):
     status_code = 422
     code = "reward_out_of_range"
 
@@ -67,7 +69,7 @@ class RewardOutOfRange(ServiceError):
         )
 
 
-class BodyTooLarge(ServiceError):
+class BodyTooLarge(ServiceError, InvalidInput):
     status_code = 413
     code = "body_too_large"
 
@@ -75,7 +77,7 @@ class BodyTooLarge(ServiceError):
         super().__init__(f"request body is larger than {limit} bytes", field="body")
 
 
-class NotAuthenticated(ServiceError):
+class NotAuthenticated(ServiceError, InvalidInput):
     status_code = 401
     code = "not_authenticated"
 
@@ -83,7 +85,7 @@ class NotAuthenticated(ServiceError):
         super().__init__("a valid API key is required (X-API-Key or Authorization: Bearer)")
 
 
-class NotAuthorized(ServiceError):
+class NotAuthorized(ServiceError, InvalidInput):
     status_code = 403
     code = "not_authorized"
 
@@ -91,7 +93,7 @@ class NotAuthorized(ServiceError):
         super().__init__("this route needs an admin API key")
 
 
-class ServiceUnavailable(ServiceError):
+class ServiceUnavailable(ServiceError, TransientError):
     status_code = 503
     code = "unavailable"
 
@@ -191,16 +193,51 @@ async def _invalid_pmf(request: Request, exc: Exception) -> Response:
     return _json(503, error_body("policy_unavailable", f"policy: {exc}"))
 
 
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    logger.error("object store failed", exc_info=exc)
+    return _json(503, error_body("storage_unavailable", f"storage: {exc}"))
+
+
+async def _transient(request: Request, exc: Exception) -> Response:
+    logger.warning("transient failure", exc_info=exc)
+    return _json(503, error_body("unavailable", str(exc)))
+
+
+async def _invalid_input(request: Request, exc: Exception) -> Response:
+    return _json(422, error_body("invalid_input", str(exc)))
+
+
+async def _cbloop_error(request: Request, exc: Exception) -> Response:
+    # A domain failure no row above names: the server's fault, not the client's.
+    logger.error("request failed", exc_info=exc)
+    return _json(500, error_body("internal_error", str(exc)))
+
+
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
-#: Exception type -> handler: the whole translation of failures to HTTP answers.
+#: Exception type -> handler: the whole translation of failures to HTTP answers. The most
+#: specific class wins (as in Starlette), so the cbloop categories at the end catch what the
+#: rows above them do not name.
 HANDLERS: dict[type[Exception], Handler] = {
     ServiceError: _service_error,
     RequestValidationError: _validation_error,
     StarletteHTTPException: _http_error,
     EventLogError: _event_log_error,
     InvalidPmf: _invalid_pmf,
+    StorageError: _storage_error,
+    TransientError: _transient,
+    InvalidInput: _invalid_input,
+    CbloopError: _cbloop_error,
 }
+
+
+def handler_for(exc: Exception) -> Handler | None:
+    """The handler of the nearest class of `exc` in HANDLERS (None: not ours to answer)."""
+    for cls in type(exc).__mro__:
+        handler = HANDLERS.get(cls)
+        if handler is not None:
+            return handler
+    return None
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -227,6 +264,7 @@ class TranslateErrors:
         except tuple(HANDLERS) as exc:
             if started:
                 raise
-            handler = next(h for t, h in HANDLERS.items() if isinstance(exc, t))
+            handler = handler_for(exc)
+            assert handler is not None  # every class caught above has a row
             response = await handler(Request(scope, receive), exc)
             await response(scope, receive, send)

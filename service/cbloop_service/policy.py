@@ -20,7 +20,9 @@ from pathlib import Path
 import pylibvw
 import vowpalwabbit
 
-from cbloop.encoding import build_vw_context, encode_context, predict_line, timestamp
+from cbloop.clock import format_ts
+from cbloop.encoding import build_vw_context, encode_context, predict_line
+from cbloop.errors import InvalidInput
 from cbloop.registry import ModelRegistry, RegistryError
 from cbloop.sampling import InvalidPmf, normalize_pmf
 from cbloop.settings import ExperimentSettings, Settings
@@ -36,7 +38,7 @@ _PMF_TOLERANCE = 1e-3
 _REFUSALS_KEPT = 10
 
 
-class ModelRefused(Exception):
+class ModelRefused(InvalidInput):
     """A model failed a check and must not serve; `reason` says which."""
 
     def __init__(self, model_id: str, reason: str) -> None:
@@ -166,13 +168,13 @@ class ModelLoader:
             if path.parent == self.scratch:  # a download, not the store's own file
                 path.unlink(missing_ok=True)
         _probe_check(workspace, model_id)
-        return LoadedModel(model_id, workspace, expected, timestamp(), meta.state)
+        return LoadedModel(model_id, workspace, expected, format_ts(), meta.state)
 
     def fallback(self, settings: ExperimentSettings) -> LoadedModel:
         args = settings.vw_arguments()
         workspace = open_workspace(args)
         _probe_check(workspace, FALLBACK_MODEL_ID)
-        return LoadedModel(FALLBACK_MODEL_ID, workspace, args, timestamp(), "fallback")
+        return LoadedModel(FALLBACK_MODEL_ID, workspace, args, format_ts(), "fallback")
 
     def record_refusal(self, experiment: str, refusal: ModelRefused) -> None:
         """Mark the model refused in the registry; every worker may call this for the same one."""
@@ -364,7 +366,7 @@ class ModelWatcher:
             # PermissionError, a pointer mid-write), the version is not marked seen, so a
             # later round retries; the worker keeps serving the model it has.
             holder.watch_error = f"{type(exc).__name__}: {exc}"
-            holder.watch_error_at = timestamp()
+            holder.watch_error_at = format_ts()
             logger.exception(
                 "model poll failed; retrying with backoff",
                 extra={

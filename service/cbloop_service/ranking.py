@@ -10,13 +10,13 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from cbloop.clock import format_ts
 from cbloop.encoding import (
     build_vw_context,
     decision_line,
     encode_context,
     outcome_line,
     predict_line,
-    timestamp,
 )
 from cbloop.eventlog import SegmentWriter
 from cbloop.sampling import choose, normalize_pmf, ranking_order, split_draw
@@ -106,7 +106,7 @@ def rank(request: RankRequest, policy: PolicyHolder, decisions: SegmentWriter) -
     decisions.append(
         decision_line(
             event_id=event_id,
-            ts=timestamp(),
+            ts=format_ts(),
             order=order,
             probabilities=pmf,
             c_json=c_json,
@@ -142,7 +142,7 @@ def record_outcome(
     outcomes.append(
         outcome_line(
             event_id=event_id,
-            ts=timestamp(),
+            ts=format_ts(),
             kind=kind,
             value=value,
             idempotency_key=idempotency_key,

@@ -6,10 +6,9 @@ import logging
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-from cbloop.encoding import timestamp
+from cbloop.clock import epoch_seconds, format_ts
 from cbloop.eventlog import EventLog
 from cbloop.eventlog.shipper import SegmentShipper, make_shipper
 from cbloop.registry import ModelRegistry
@@ -48,10 +47,6 @@ class ServiceState:
         logger.info("service resources closed")
 
 
-def _epoch(ts: str) -> float:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-
-
 def open_service(settings: Settings, metrics: ServiceMetrics) -> ServiceState:
     """Open a worker's resources; if any step fails, everything opened before it is closed.
 
@@ -81,7 +76,7 @@ def _open(settings: Settings, metrics: ServiceMetrics, stack: ExitStack) -> Serv
         )
         metrics.refusals.labels(experiment).inc()
         loader.record_refusal(experiment, exc)
-        refusal = Refusal(exc.model_id, exc.reason, timestamp())
+        refusal = Refusal(exc.model_id, exc.reason, format_ts())
         holder = holders.get(experiment)
         if holder is not None:
             holder.add_refusal(refusal)
@@ -99,7 +94,9 @@ def _open(settings: Settings, metrics: ServiceMetrics, stack: ExitStack) -> Serv
             },
         )
         metrics.swaps.labels(holder.experiment).inc()
-        metrics.set_model(holder.experiment, new.model_id, _epoch(new.loaded_at), old.model_id)
+        metrics.set_model(
+            holder.experiment, new.model_id, epoch_seconds(new.loaded_at), old.model_id
+        )
         metrics.set_behind(holder.experiment, holder.behind_pointer)
 
     def on_watch_error(holder: PolicyHolder, exc: BaseException) -> None:
@@ -128,7 +125,9 @@ def _open(settings: Settings, metrics: ServiceMetrics, stack: ExitStack) -> Serv
     for holder in policies.holders.values():
         for refusal in refusals.get(holder.experiment, []):
             holder.add_refusal(refusal)
-        metrics.set_model(holder.experiment, holder.model.model_id, _epoch(holder.model.loaded_at))
+        metrics.set_model(
+            holder.experiment, holder.model.model_id, epoch_seconds(holder.model.loaded_at)
+        )
         metrics.set_behind(holder.experiment, holder.behind_pointer)
 
     watcher = ModelWatcher(

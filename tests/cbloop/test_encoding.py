@@ -9,6 +9,7 @@ import orjson
 import pytest
 import vowpalwabbit
 
+from cbloop.clock import format_ts
 from cbloop.encoding import (
     ACTION_NS,
     Namespaces,
@@ -17,7 +18,7 @@ from cbloop.encoding import (
     encode_context,
     outcome_line,
     predict_line,
-    timestamp,
+    vw_name,
 )
 from cbloop.sampling import choose, normalize_pmf, ranking_order, split_draw
 
@@ -48,7 +49,7 @@ def _log_decision(
     chosen = choose(event_id, pmf)
     return decision_line(
         event_id=event_id,
-        ts=timestamp(datetime(2026, 11, 22, 12, 0, 0, 123456, tzinfo=UTC)),
+        ts=format_ts(datetime(2026, 11, 22, 12, 0, 0, 123456, tzinfo=UTC)),
         order=ranking_order(pmf, chosen),
         probabilities=pmf,
         c_json=c_json,
@@ -149,7 +150,7 @@ def test_a_is_one_based_with_the_chosen_action_first_and_p_aligned_with_a() -> N
     pmf = [0.2, 0.5, 0.3]
     line = decision_line(
         event_id="e-1",
-        ts=timestamp(),
+        ts=format_ts(),
         order=[2, 1, 0],
         probabilities=pmf,
         c_json=encode_context(build_vw_context(CONTEXT, ACTIONS)),
@@ -190,7 +191,7 @@ def test_vw_pmf_follows_multi_order_not_the_logged_a_order(ws: vowpalwabbit.Work
     pmf = ws.predict(predict_line(c_json))
     line = decision_line(
         event_id="e-x",
-        ts=timestamp(),
+        ts=format_ts(),
         order=[1, 0, 2],
         probabilities=[0.3, 0.3, 0.4],
         c_json=c_json,
@@ -245,7 +246,7 @@ def test_label_index_not_label_action_decides_which_action_gets_the_cost(
     # credit the first action whatever was chosen, so a join must write a[0] - 1.
     line = decision_line(
         event_id="e-idx",
-        ts=timestamp(),
+        ts=format_ts(),
         order=[2, 0, 1],
         probabilities=[0.1, 0.1, 0.8],
         c_json=encode_context(build_vw_context(CONTEXT, ACTIONS)),
@@ -264,7 +265,7 @@ def test_label_index_not_label_action_decides_which_action_gets_the_cost(
 def test_label_index_from_the_chosen_action_credits_it(ws: vowpalwabbit.Workspace) -> None:
     line = decision_line(
         event_id="e-idx",
-        ts=timestamp(),
+        ts=format_ts(),
         order=[2, 0, 1],
         probabilities=[0.1, 0.1, 0.8],
         c_json=encode_context(build_vw_context(CONTEXT, ACTIONS)),
@@ -307,11 +308,11 @@ def test_feature_values_as_vw_reads_them() -> None:
 def test_timestamp_is_utc_with_microseconds_and_z() -> None:
     paris = timezone(timedelta(hours=1))
     moment = datetime(2026, 11, 22, 13, 0, 0, 42, tzinfo=paris)
-    assert timestamp(moment) == "2026-11-22T12:00:00.000042Z"
+    assert format_ts(moment) == "2026-11-22T12:00:00.000042Z"
 
 
 def test_timestamp_defaults_to_now() -> None:
-    ts = timestamp()
+    ts = format_ts()
     parsed = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert abs((datetime.now(UTC) - parsed).total_seconds()) < 60
 
@@ -354,8 +355,6 @@ CONFLATED_BY_VW = [
 
 @pytest.mark.parametrize("group", CONFLATED_BY_VW)
 def test_escaped_names_stay_distinct(group: Sequence[str]) -> None:
-    from cbloop.encoding import vw_name
-
     escaped = [vw_name(text) for text in group]
     assert len(set(escaped)) == len(group)
     for name in escaped:

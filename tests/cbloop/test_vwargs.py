@@ -7,6 +7,7 @@ import re
 import pytest
 import vowpalwabbit
 
+from cbloop import vwargs
 from cbloop.vwargs import VWArgsError, exploration_args, validate_user_args
 
 # One plausible value per value-taking flag, so every whitelisted flag can be tried in VW.
@@ -220,7 +221,5 @@ def test_exploration_numbers_are_written_so_vw_reads_them_back() -> None:
 
 def test_every_whitelisted_flag_is_tried_in_vw_by_these_tests() -> None:
     # A flag added to the whitelist must be added above, so VW gets to check it.
-    from cbloop import vwargs
-
     assert set(FLAG_VALUES) == vwargs._WITH_VALUE
     assert set(SWITCHES) == vwargs._FLAGS

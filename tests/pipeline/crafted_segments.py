@@ -18,6 +18,9 @@ import orjson
 
 from cbloop.settings import ExperimentSettings, Settings
 from cbloop.storage import LocalStore
+from cbloop_pipeline.ingest import ingest
+from cbloop_pipeline.join import run_join
+from cbloop_pipeline.warehouse import connect
 
 T0 = datetime(2026, 11, 22, 12, 0, 0)
 _seq = itertools.count(1)
@@ -126,13 +129,9 @@ class Pipeline:
         return LocalStore(self.settings.storage.root)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        from cbloop_pipeline.warehouse import connect
-
         return connect(self.settings.warehouse)
 
     def ingest(self, **kw: Any) -> Any:
-        from cbloop_pipeline.ingest import ingest
-
         con = self.connect()
         try:
             return ingest(con, self.store, **kw)
@@ -145,8 +144,6 @@ class Pipeline:
         experiment: str = "default",
         settings: ExperimentSettings | None = None,
     ) -> Any:
-        from cbloop_pipeline.join import run_join
-
         con = self.connect()
         try:
             return run_join(

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from crafted_segments import Pipeline, PipelineFactory
 
-from cbloop.encoding import decision_line, outcome_line, timestamp
+from cbloop.clock import format_ts
+from cbloop.encoding import decision_line, outcome_line
 from cbloop.eventlog import SegmentWriter
 from cbloop.settings import EventLogSettings
 from cbloop_pipeline.join import JoinResult
@@ -32,7 +33,7 @@ def _write_traffic(pipeline: Pipeline, stop: threading.Event, counts: dict[str, 
             decisions.append(
                 decision_line(
                     event_id=event,
-                    ts=timestamp(),
+                    ts=format_ts(),
                     order=[n % 2, 1 - n % 2],
                     probabilities=[0.5, 0.5],
                     c_json=C_JSON,
@@ -44,7 +45,7 @@ def _write_traffic(pipeline: Pipeline, stop: threading.Event, counts: dict[str, 
                 )
             )
             if n % 3 == 0:
-                line = outcome_line(event_id=event, ts=timestamp(), kind="reward", value=1.0)
+                line = outcome_line(event_id=event, ts=format_ts(), kind="reward", value=1.0)
                 outcomes.append(line)
                 counts["rewards"] += 1
                 if n % 9 == 0:  # delivered twice (same bytes): must count once

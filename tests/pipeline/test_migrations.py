@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -117,9 +119,6 @@ def test_badly_named_migrations_are_refused(tmp_path: Path, files: list[str], me
 
 
 def test_a_second_process_gets_a_clear_busy_error(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     path = tmp_path / "w.duckdb"
     holder = subprocess.Popen(
         [

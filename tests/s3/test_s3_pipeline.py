@@ -11,8 +11,10 @@ from typing import Any
 
 import orjson
 import pytest
+from fastapi.testclient import TestClient
 
-from cbloop.encoding import decision_line, timestamp
+from cbloop.clock import format_ts
+from cbloop.encoding import decision_line
 from cbloop.eventlog import SegmentWriter
 from cbloop.eventlog.shipper import make_shipper
 from cbloop.registry import ModelRegistry
@@ -54,7 +56,7 @@ C_JSON = orjson.dumps(
 def a_decision(n: int) -> bytes:
     return decision_line(
         event_id=f"e-{n}",
-        ts=timestamp(),
+        ts=format_ts(),
         order=[n % 2, 1 - n % 2],
         probabilities=[0.5, 0.5],
         c_json=C_JSON,
@@ -138,8 +140,6 @@ def test_the_loop_reads_segments_from_the_bucket_and_writes_exports_and_models_t
 ) -> None:
     service_app = pytest.importorskip("cbloop_service.app")
     loop = pytest.importorskip("cbloop_pipeline.loop")
-    from fastapi.testclient import TestClient
-
     settings = make_s3_settings(
         eventlog={"fsync": "never"},
         experiments={

@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 from fastapi.testclient import TestClient
 
-from cbloop.encoding import timestamp
+from cbloop.clock import format_ts
+from cbloop.encoding import build_vw_context, encode_context
 from cbloop.registry import ModelMetadata, ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
@@ -53,11 +54,8 @@ def train_model(settings: Settings, experiment: str = "default", *, favour: int 
     args = settings.experiment(experiment).vw_arguments()
     ws = open_workspace(args)
     body = rank_body()
-    c = {
-        **body["context"],
-        "_multi": [{**a["features"], "ActionId": {"id": a["id"]}} for a in body["actions"]],
-    }
-    c_json = orjson.dumps(c).decode()
+    actions = [(a["id"], a["features"]) for a in body["actions"]]
+    c_json = encode_context(build_vw_context(body["context"], actions)).decode()
     rng = random.Random(7)
     for _ in range(200):
         k = rng.randrange(len(body["actions"]))
@@ -86,7 +84,7 @@ def publish_model(
         model_id=registry.new_model_id(),
         experiment=experiment,
         vw_args=vw_args or settings.experiment(experiment).vw_arguments(),
-        created_at=timestamp(),
+        created_at=format_ts(),
     )
     registry.save(model_file, meta)
     if make_current:

@@ -27,7 +27,15 @@ import duckdb
 import orjson
 import typer
 
-from cbloop.encoding import timestamp
+from cbloop.clock import format_ts
+from cbloop.encoding import (
+    Namespaces,
+    build_vw_context,
+    decision_line,
+    encode_context,
+    outcome_line,
+)
+from cbloop.eventlog.layout import Kind, segment_key
 from cbloop.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -310,16 +318,10 @@ def generate(root: Path, n_decisions: int, n_rewards: int, seed: int) -> None:
     reward_lines.sort()
     with _SegmentFiles(root, "outcomes") as out:
         for moment, i, value in reward_lines:
-            line = orjson.dumps(
-                {
-                    "EventId": f"bench-{i:08d}",
-                    "Timestamp": timestamp(moment),
-                    "kind": "reward",
-                    "value": value,
-                    "idempotency_key": None,
-                }
+            line = outcome_line(
+                event_id=f"bench-{i:08d}", ts=format_ts(moment), kind="reward", value=value
             )
-            out.write(i % WRITERS, moment, line + b"\n")
+            out.write(i % WRITERS, moment, line)
     stamp.write_bytes(orjson.dumps(wanted))
     logger.info(
         "bench data generated",
@@ -327,19 +329,21 @@ def generate(root: Path, n_decisions: int, n_rewards: int, seed: int) -> None:
     )
 
 
-_ACTION_FEATURES = [
-    {
-        "item": {
-            "category": _CATEGORIES[k % len(_CATEGORIES)],
-            "price": round(4.99 + 3.5 * k, 2),
-            "fresh": k % 2 == 0,
-            "length": 120 + 45 * k,
+_ACTIONS: list[tuple[str, Namespaces]] = [
+    (
+        f"article-{k}",
+        {
+            "item": {
+                "category": _CATEGORIES[k % len(_CATEGORIES)],
+                "price": round(4.99 + 3.5 * k, 2),
+                "fresh": k % 2 == 0,
+                "length": 120 + 45 * k,
+            }
         },
-        "ActionId": {"id": f"article-{k}"},
-    }
+    )
     for k in range(ACTIONS)
 ]
-_ACTION_IDS = [a["ActionId"]["id"] for a in _ACTION_FEATURES]  # type: ignore[index]
+_ACTION_IDS = [action_id for action_id, _ in _ACTIONS]
 
 
 def _decision(rng: random.Random, i: int, moment: datetime) -> bytes:
@@ -348,7 +352,7 @@ def _decision(rng: random.Random, i: int, moment: datetime) -> bytes:
     probabilities = [0.05] * ACTIONS
     probabilities[chosen if greedy else (chosen + 1) % ACTIONS] = 0.8
     order = [chosen, *(k for k in range(ACTIONS) if k != chosen)]
-    context = {
+    context: Namespaces = {
         "user": {
             "age": rng.randint(18, 80),
             "city": rng.choice(_CITIES),
@@ -361,34 +365,26 @@ def _decision(rng: random.Random, i: int, moment: datetime) -> bytes:
             "weekday": moment.strftime("%a"),
             "referrer": rng.choice(_REFERRERS),
         },
-        "_multi": _ACTION_FEATURES,
     }
     model = f"m-bench-{moment.hour // 2}"
-    return (
-        orjson.dumps(
-            {
-                "EventId": f"bench-{i:08d}",
-                "Timestamp": timestamp(moment),
-                "Version": "1",
-                "a": [k + 1 for k in order],
-                "p": [probabilities[k] for k in order],
-                "c": context,
-                "VWState": {"m": model},
-                "experiment": "default",
-                "model_id": model,
-                "action_ids": _ACTION_IDS,
-                "sample_prob": rng.random(),
-                "deferred": False,
-            }
-        )
-        + b"\n"
+    return decision_line(
+        event_id=f"bench-{i:08d}",
+        ts=format_ts(moment),
+        order=order,
+        probabilities=probabilities,
+        c_json=encode_context(build_vw_context(context, _ACTIONS)),
+        experiment="default",
+        model_id=model,
+        action_ids=_ACTION_IDS,
+        sample_prob=rng.random(),
+        deferred=False,
     )
 
 
 class _SegmentFiles:
     """Writes closed segments in the event-log layout, one open file per writer."""
 
-    def __init__(self, root: Path, kind: str) -> None:
+    def __init__(self, root: Path, kind: Kind) -> None:
         self.root = root
         self.kind = kind
         self.open: dict[int, tuple[float, int, Any]] = {}
@@ -406,14 +402,7 @@ class _SegmentFiles:
         if current is None:
             seq = self.seq.get(writer, 0) + 1
             self.seq[writer] = seq
-            path = (
-                self.root
-                / "events"
-                / self.kind
-                / f"date={moment:%Y-%m-%d}"
-                / f"hour={moment:%H}"
-                / f"bench{writer}-1-1-{seq:06d}.jsonl"
-            )
+            path = self.root / segment_key(self.kind, now, f"bench{writer}-1-1", seq)
             path.parent.mkdir(parents=True, exist_ok=True)
             current = (now, seq, path.open("wb"))
             self.open[writer] = current

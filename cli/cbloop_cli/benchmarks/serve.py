@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from cbloop.errors import CbloopError
+
 # Module level (not inside create_bare_app): FastAPI resolves the endpoint's postponed
 # annotations in this module's globals.
 from cbloop_service.schemas import RankRequest
@@ -81,23 +83,20 @@ def create_bare_app() -> Any:
     return app
 
 
-class BenchError(RuntimeError):
+class BenchError(CbloopError):
     """The benchmark could not run (missing tool, server did not start, errors under load)."""
 
 
 def _wrk() -> str:
     found = shutil.which("wrk")
-    if found:
-        return found
-    if shutil.which("apt-get") and os.geteuid() == 0:
-        logger.warning("wrk not found; installing the Debian package")
-        # A fresh machine has no package lists yet: without an update, install finds nothing.
-        for step in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "wrk"]):
-            subprocess.run(step, check=False, capture_output=True)
-            found = shutil.which("wrk")
-            if found:
-                return found
-    raise BenchError("wrk is required for the serve benchmark: apt-get install wrk")
+    if found is None:
+        # Installing software is the operator's call, never the benchmark's.
+        raise BenchError(
+            "wrk is required for the serve benchmark",
+            hint="install it (Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk), "
+            "then run again",
+        )
+    return found
 
 
 def _free_port() -> int:

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from cbloop.errors import InvalidInput
+
 FloatArray = npt.NDArray[np.float64]
 
 
-class InvalidFeedback(ValueError):
+class InvalidFeedback(InvalidInput, ValueError):
     """Bandit feedback that estimators must not use; `field` names the offending array."""
 
     def __init__(self, field: str, message: str) -> None:

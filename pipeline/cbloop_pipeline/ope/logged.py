@@ -18,6 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from cbloop.errors import InvalidInput
+
 logger = logging.getLogger(__name__)
 
 IntArray = npt.NDArray[np.int64]
@@ -27,7 +29,7 @@ ObjectArray = npt.NDArray[np.object_]
 _LABEL_KEYS = ("_label_cost", "_label_probability", "_label_Action", "_labelIndex")
 
 
-class InvalidLoggedEvent(ValueError):
+class InvalidLoggedEvent(InvalidInput, ValueError):
     """A joined DSJSON line that cannot be evaluated; names file, line and field."""
 
     def __init__(self, path: Path, line: int, field: str, message: str) -> None:

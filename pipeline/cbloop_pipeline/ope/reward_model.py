@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cbloop.errors import InvalidInput
 from cbloop.vwargs import feature_args
 from cbloop_pipeline.ope.logged import (
     FloatArray,
@@ -51,7 +52,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_FOLDS = 5
 
 
-class RewardModelMismatch(ValueError):
+class RewardModelMismatch(InvalidInput, ValueError):
     """A reward model fitted on other events than the ones being evaluated."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import vowpalwabbit
 
+from cbloop.errors import CbloopError
 from cbloop_pipeline.ope.logged import FloatArray, IntArray, LoggedEvents, read_logged_events
 from cbloop_pipeline.ope.vw_io import PredictionMismatch, VWRunError, parse_action_values, run_vw
 
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 _PMF_SUM_TOLERANCE = 1e-3
 
 
-class ScoringError(RuntimeError):
+class ScoringError(CbloopError):
     """The model's output on the data is not a usable target-policy pmf."""
 
 

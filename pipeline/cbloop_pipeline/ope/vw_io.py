@@ -15,17 +15,19 @@ import numpy as np
 import numpy.typing as npt
 import vowpalwabbit
 
+from cbloop.errors import CbloopError
+
 logger = logging.getLogger(__name__)
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
 
-class VWRunError(RuntimeError):
+class VWRunError(CbloopError):
     """VW refused its arguments, a model file, or a data file."""
 
 
-class PredictionMismatch(RuntimeError):
+class PredictionMismatch(CbloopError):
     """VW's prediction file does not line up with the events read from the same data file."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cbloop.errors import CbloopError
 from cbloop.registry import ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
@@ -31,7 +32,7 @@ from cbloop_pipeline.warehouse import WarehouseError, connect
 logger = logging.getLogger(__name__)
 
 
-class PipelineError(RuntimeError):
+class PipelineError(CbloopError):
     """A pipeline step of the simulation failed; the message names it."""
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cbloop.encoding import decision_line, timestamp
+from cbloop.clock import format_ts
+from cbloop.encoding import decision_line
 from cbloop.encoding import labelled_line as encoding_labelled_line
 from cbloop.sampling import ranking_order
 
@@ -30,7 +31,7 @@ def labelled_line(
     """A learnable line for one interaction, laid out exactly as the pipeline's joined export."""
     decision = decision_line(
         event_id=event_id,
-        ts=ts if ts is not None else timestamp(),
+        ts=ts if ts is not None else format_ts(),
         order=ranking_order(pmf, chosen),
         probabilities=pmf,
         c_json=c_json,

@@ -20,18 +20,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from cbloop.encoding import timestamp
+from cbloop.clock import compact_ts, format_ts
+from cbloop.errors import ConfigError
 from cbloop.registry import ModelRegistry
-from cbloop.settings import ExperimentSettings, Settings, SettingsError, load_settings
+from cbloop.settings import ExperimentSettings, Settings, load_settings
 from cbloop.storage import open_store
-from cbloop_pipeline.lock import LockHeld
-from cbloop_pipeline.loop import LoopStepError
 from cbloop_pipeline.simulate import report
 from cbloop_pipeline.simulate.baselines import (
     ExpectedBaselines,
@@ -39,25 +37,22 @@ from cbloop_pipeline.simulate.baselines import (
     expected_baselines,
     online_vw,
 )
-from cbloop_pipeline.simulate.cycle import CycleReport, InProcessPipeline, PipelineError
+from cbloop_pipeline.simulate.cycle import CycleReport, InProcessPipeline
 from cbloop_pipeline.simulate.ope import latest_estimate
 from cbloop_pipeline.simulate.results import Interaction, LoopRecord, totals
 from cbloop_pipeline.simulate.service import (
     Decision,
     RankRequest,
     ServiceClient,
-    ServiceError,
     ServiceProcess,
 )
 from cbloop_pipeline.simulate.state import (
-    StateError,
     fresh_state_dir,
     simulation_config,
     wait_segments_closed,
     write_config,
 )
-from cbloop_pipeline.simulate.worlds import SyntheticWorld, TableWorld, World, WorldError
-from cbloop_pipeline.tables import TableError
+from cbloop_pipeline.simulate.worlds import SyntheticWorld, TableWorld, World
 
 logger = logging.getLogger(__name__)
 
@@ -76,23 +71,8 @@ PROMOTION_MIN_EVENTS = 50
 EVAL_RECENT_JOINS = 1
 
 
-class SimulationError(RuntimeError):
+class SimulationError(ConfigError):
     """The simulation could not run; the message says which step failed."""
-
-
-#: What a simulation run raises for a bad input or a failing part of the system (besides
-#: the pipeline's own step errors, which name the step).
-SIMULATION_ERRORS: tuple[type[Exception], ...] = (
-    SimulationError,
-    ServiceError,
-    StateError,
-    WorldError,
-    TableError,
-    PipelineError,
-    LockHeld,
-    LoopStepError,
-    SettingsError,
-)
 
 
 @dataclass(frozen=True)
@@ -113,6 +93,8 @@ class SimulationOptions:
     api_key: str | None = None
     swap_timeout: float = 60.0
     service_log_level: str = "WARNING"
+    #: How to run `cbloop serve` (see ServiceProcess); None: the installed console script.
+    serve_command: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.loops < 1 or self.per_loop < 1:
@@ -174,7 +156,7 @@ def run_simulation(
     """Run the whole closed loop and write the outputs to `options.out`."""
     say = progress or (lambda message: logger.info("%s", message))
     started = time.perf_counter()
-    started_at = timestamp()
+    started_at = format_ts()
     options.out.mkdir(parents=True, exist_ok=True)
     world = build_world(options)
     settings, config_path = _deployment(options, world)
@@ -186,7 +168,12 @@ def run_simulation(
         run.compute_baselines()
         service = None
         if options.url is None:
-            service = ServiceProcess(config_path, work / "service.log", workers=options.workers)
+            service = ServiceProcess(
+                config_path,
+                work / "service.log",
+                workers=options.workers,
+                serve_command=options.serve_command,
+            )
             with _Stopwatch(run.timings, "service_start"):
                 service.start()
             say(f"cbloop serve running at {service.url} (log: {service.log_path})")
@@ -296,7 +283,7 @@ class _Run:
             wait_for(self.first_model)
         serving = self.first_model
         for number, ts in enumerate(self.loop_ts, start=1):
-            loop_started_at = timestamp()
+            loop_started_at = format_ts()
             with _Stopwatch(self.timings, "play") as play:
                 answers = _play(client, self.world, ts, self.event_ids)
             rewards_sent = time.monotonic()
@@ -392,7 +379,7 @@ def _run_tag(options: SimulationOptions) -> str:
     # may have logged an earlier run's ids, which the join would treat as duplicates.
     if options.url is None:
         return f"sim{options.seed}"
-    return f"sim{options.seed}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    return f"sim{options.seed}-{compact_ts()}"
 
 
 def _deployment(options: SimulationOptions, world: World) -> tuple[Settings, Path]:

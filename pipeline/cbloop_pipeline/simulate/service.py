@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +23,21 @@ from typing import Any
 
 import httpx
 
+from cbloop.errors import TransientError
+
 logger = logging.getLogger(__name__)
 
 _LOG_TAIL_BYTES = 4000
 
 
-class ServiceError(RuntimeError):
+class ServiceError(TransientError):
     """The service could not be started, or answered a request with an error."""
+
+
+def default_serve_command() -> tuple[str, ...]:
+    """The `cbloop serve` of this very installation: the console script next to the running
+    interpreter, not whatever `cbloop` is first on PATH. The CLI passes its own instead."""
+    return (str(Path(sys.executable).with_name("cbloop")), "serve")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -52,7 +60,11 @@ class ServiceProcess:
         port: int | None = None,
         workers: int = 1,
         env: dict[str, str] | None = None,
+        serve_command: Sequence[str] | None = None,
     ) -> None:
+        """`serve_command`: the program and arguments that run `cbloop serve` (the options
+        below are appended); default `default_serve_command()`."""
+        self.serve_command = tuple(serve_command or default_serve_command())
         self.config = config
         self.log_path = log_path
         self.host = host
@@ -66,13 +78,8 @@ class ServiceProcess:
         return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        # The interpreter running us, not whatever `cbloop` is first on PATH: the child must
-        # be this very installation.
         return [
-            sys.executable,
-            "-c",
-            "from cbloop_cli.main import main; main()",
-            "serve",
+            *self.serve_command,
             "--config",
             str(self.config),
             "--port",

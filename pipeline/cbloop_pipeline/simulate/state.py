@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from cbloop.errors import InvalidInput
 from cbloop.eventlog.layout import OPEN_SUFFIX
 from cbloop.settings import Settings, load_settings
 
@@ -28,7 +29,7 @@ SEGMENT_SECONDS = 0.5
 MODEL_POLL_SECONDS = 0.2
 
 
-class StateError(RuntimeError):
+class StateError(InvalidInput):
     """The state folder cannot be used (exists and was not made by a simulation)."""
 
 

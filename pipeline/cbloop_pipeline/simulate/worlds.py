@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from cbloop.encoding import FeatureValue, build_vw_context, encode_context, timestamp
+from cbloop.clock import format_ts
+from cbloop.encoding import FeatureValue, build_vw_context, encode_context
+from cbloop.errors import ConfigError
 from cbloop_pipeline.simulate.dsjson import labelled_line
 from cbloop_pipeline.tables import (
     WARM_START_EPOCH,
@@ -41,7 +43,7 @@ FloatArray = npt.NDArray[np.float64]
 WARM_START_MODEL = "uniform"
 
 
-class WorldError(ValueError):
+class WorldError(ConfigError, ValueError):
     """A world cannot be built from the given inputs; the message names the problem."""
 
 
@@ -353,7 +355,7 @@ def uniform_logged_lines(world: World, n: int, *, seed: int, experiment: str) ->
                 experiment=experiment,
                 model_id=WARM_START_MODEL,
                 sample_prob=rng.random(),
-                ts=timestamp(WARM_START_EPOCH + timedelta(seconds=t)),
+                ts=format_ts(WARM_START_EPOCH + timedelta(seconds=t)),
             )
         )
     return lines

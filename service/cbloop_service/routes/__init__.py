@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-from starlette.types import ASGIApp
 
 from cbloop_service.routes import events, health, models, rank
 
@@ -13,8 +10,8 @@ if TYPE_CHECKING:
     from cbloop_service.app import ServiceApp
 
 
-def include_routes(app: ServiceApp, short_stack: Callable[[ASGIApp], ASGIApp]) -> None:
-    app.add_short_route(rank.route(), short_stack)
+def include_routes(app: ServiceApp) -> None:
+    app.add_short_route(rank.route())
     for module in (events, models, health):
         app.include_router(module.router)
 

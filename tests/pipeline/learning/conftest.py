@@ -14,6 +14,7 @@ from learning_world import LoggedBatch, Policy, uniform, write_events
 from typer.testing import CliRunner
 
 from cbloop.settings import Settings
+from cbloop.storage import open_store
 from cbloop_cli.main import app
 from cbloop_pipeline.ingest import ingest
 from cbloop_pipeline.join import JoinResult, run_join
@@ -64,8 +65,6 @@ def log_and_join(lsettings: Settings) -> LogAndJoin:
         n: int, *, seed: int, policy: Policy = uniform, **kw: Any
     ) -> tuple[LoggedBatch, JoinResult]:
         batch = write_events(lsettings.storage.root, n, seed=seed, policy=policy, **kw)
-        from cbloop.storage import open_store
-
         store = open_store(lsettings.storage)
         con = connect(lsettings.warehouse)
         try:

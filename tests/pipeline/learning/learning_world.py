@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from cbloop.encoding import build_vw_context, decision_line, encode_context, outcome_line, timestamp
+from cbloop.clock import format_ts
+from cbloop.encoding import build_vw_context, decision_line, encode_context, outcome_line
 from cbloop.eventlog.layout import segment_key
 from cbloop.sampling import split_draw
 
@@ -95,7 +96,7 @@ def write_events(
         decisions.append(
             decision_line(
                 event_id=event_id,
-                ts=timestamp(moment),
+                ts=format_ts(moment),
                 order=order,
                 probabilities=pmf,
                 c_json=encode_context(c),
@@ -110,7 +111,7 @@ def write_events(
             outcomes.append(
                 outcome_line(
                     event_id=event_id,
-                    ts=timestamp(moment + timedelta(seconds=1)),
+                    ts=format_ts(moment + timedelta(seconds=1)),
                     kind="reward",
                     value=1.0,
                 )

@@ -12,7 +12,7 @@ import pytest
 from click.testing import Result
 from conftest import LogAndJoin
 
-from cbloop.encoding import timestamp
+from cbloop.clock import format_ts
 from cbloop.registry import ModelMetadata, ModelRegistry
 from cbloop.settings import PromotionSettings, Settings
 from cbloop.storage import open_store
@@ -130,7 +130,7 @@ def test_deploy_refuses_a_model_file_vw_cannot_load(lsettings: Settings, tmp_pat
         model_id=registry.new_model_id(),
         experiment="default",
         vw_args=experiment.vw_arguments(),
-        created_at=timestamp(),
+        created_at=format_ts(),
     )
     registry.save(garbage, meta)
     with pytest.raises(DeployError, match="cannot be loaded"):
@@ -253,7 +253,7 @@ def test_rollback_from_a_refused_model_points_back_to_the_one_still_serving(
         model_id=registry.new_model_id(),
         experiment="default",
         vw_args=experiment.vw_arguments(),
-        created_at=timestamp(),
+        created_at=format_ts(),
     )
     registry.save(garbage, bad)
     registry.set_current("default", bad.model_id, reason="a bad deploy")

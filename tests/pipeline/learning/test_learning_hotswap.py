@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cbloop.encoding import timestamp
+from cbloop.clock import format_ts
 from cbloop.registry import ModelMetadata, ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
@@ -138,7 +138,7 @@ def _corrupt_model(registry: ModelRegistry, settings: Settings, tmp_path: Path) 
         model_id=registry.new_model_id(),
         experiment="default",
         vw_args=settings.experiment("default").vw_arguments(),
-        created_at=timestamp(),
+        created_at=format_ts(),
     )
     registry.save(garbage, meta)
     return meta.model_id
