@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cbloop_cli import bench, learning, serve, simulate, warehouse
+from cbloop_cli import bench, dashboard, learning, serve, simulate, warehouse
 
 app = typer.Typer(
     name="cbloop",
@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (serve, warehouse, learning, simulate, bench):
+for module in (serve, warehouse, learning, simulate, bench, dashboard):
     module.register(app)
 
 

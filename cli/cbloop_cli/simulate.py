@@ -95,6 +95,15 @@ def simulate(
             "simulator reads which model is served).",
         ),
     ] = None,
+    dashboard_snapshot: Annotated[
+        Path | None,
+        typer.Option(
+            "--dashboard-snapshot",
+            help="Also write a static copy of the run's dashboard (pages, JSON, assets, "
+            "snapshot.duckdb) to this folder; open its index.html.",
+            file_okay=False,
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show the pipeline's log lines.")
     ] = False,
@@ -142,6 +151,7 @@ def simulate(
             concurrency=concurrency,
             api_key=api_key,
             service_log_level="INFO" if verbose else "WARNING",
+            dashboard_snapshot=dashboard_snapshot,
         )
     except SimulationError as exc:
         fail(str(exc))

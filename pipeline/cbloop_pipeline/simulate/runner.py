@@ -113,6 +113,8 @@ class SimulationOptions:
     api_key: str | None = None
     swap_timeout: float = 60.0
     service_log_level: str = "WARNING"
+    #: Also write a static copy of the run's dashboard (pages, JSON, assets) here.
+    dashboard_snapshot: Path | None = None
 
     def __post_init__(self) -> None:
         if self.loops < 1 or self.per_loop < 1:
@@ -215,6 +217,10 @@ def run_simulation(
     )
     result = SimulationResult(summary, run.loops, run.interactions)
     result.files = _write_outputs(options.out, result, world)
+    if options.dashboard_snapshot is not None:
+        from cbloop_pipeline.dashboard.export import write_run_dashboard
+
+        result.files["dashboard"] = write_run_dashboard(settings, options.dashboard_snapshot)
     say(f"wrote {', '.join(str(p) for p in result.files.values())}")
     return result
 
