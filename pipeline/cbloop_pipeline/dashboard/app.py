@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 import duckdb
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, ORJSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
@@ -51,7 +51,6 @@ def create_app(settings: Settings, *, snapshot: Path | None = None) -> FastAPI:
     app = FastAPI(
         title="cbloop dashboard",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
         docs_url="/api/docs",
         openapi_url="/api/openapi.json",
         redoc_url=None,

@@ -290,6 +290,8 @@ def delays(con: duckdb.DuckDBPyConnection, name: str) -> list[Row]:
         int(r["bin"]): int(r["rewards"])
         for r in _rows(con, "SELECT bin, rewards FROM dash_delay WHERE experiment = ?", [name])
     }
+    if not counts:
+        return []
     return [{"bin": label, "rewards": counts.get(i, 0)} for i, (label, _) in enumerate(DELAY_BINS)]
 
 
