@@ -15,7 +15,7 @@ from cbloop_cli.common import ConfigOption, fail, settings_from
 logger = logging.getLogger(__name__)
 
 #: name -> module under cbloop_cli.benchmarks exposing run(out_dir: Path, quick: bool) -> dict
-BENCHES = ("serve", "join", "train")
+BENCHES = ("serve", "join", "train", "dashboard")
 
 
 def register(app: typer.Typer) -> None:

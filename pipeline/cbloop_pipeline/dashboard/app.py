@@ -100,7 +100,9 @@ def _install_routes(app: FastAPI) -> None:
 
     @app.get("/experiments/{name}", response_class=HTMLResponse, include_in_schema=False)
     def experiment_page(
-        request: Request, name: str, con: duckdb.DuckDBPyConnection = Cursor,
+        request: Request,
+        name: str,
+        con: duckdb.DuckDBPyConnection = Cursor,
         p: Pages = PagesDep,
     ) -> HTMLResponse:
         return _html(request, "experiment.html", p.experiment(con, name))
@@ -111,7 +113,10 @@ def _install_routes(app: FastAPI) -> None:
         include_in_schema=False,
     )
     def model_page(
-        request: Request, name: str, model_id: str, con: duckdb.DuckDBPyConnection = Cursor,
+        request: Request,
+        name: str,
+        model_id: str,
+        con: duckdb.DuckDBPyConnection = Cursor,
         p: Pages = PagesDep,
     ) -> HTMLResponse:
         return _html(request, "model.html", p.model(con, name, model_id))
@@ -221,8 +226,10 @@ def _install_auth(app: FastAPI, keys: list[str]) -> None:
 def _denied(request: Request, status: int, message: str) -> Response:
     if request.url.path.startswith("/api/"):
         return JSONResponse(
-            {"error": "Unauthorized" if status == 401 else "Forbidden",
-             "detail": f"{message} (X-API-Key header or Authorization: Bearer)"},
+            {
+                "error": "Unauthorized" if status == 401 else "Forbidden",
+                "detail": f"{message} (X-API-Key header or Authorization: Bearer)",
+            },
             status,
         )
     renderer: Renderer = request.app.state.renderer

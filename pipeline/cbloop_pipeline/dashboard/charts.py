@@ -18,7 +18,7 @@ from cbloop_pipeline.dashboard import queries
 Spec = dict[str, Any]
 
 
-def _spec(
+def _spec(  # noqa: PLR0917
     chart_id: str, title: str, kind: str, x: str, y_label: str, series: list[Spec]
 ) -> Spec:
     return {
@@ -130,10 +130,15 @@ def lift(con: duckdb.DuckDBPyConnection, name: str) -> Spec:
     h = queries.holdout(con, name)
     points = []
     if h["configured"] and h["lift"] is not None:
-        points = [{"x": "policy - holdout", "y": h["lift"], "low": h["lift_low"],
-                   "high": h["lift_high"]}]
+        points = [
+            {"x": "policy - holdout", "y": h["lift"], "low": h["lift_low"], "high": h["lift_high"]}
+        ]
     return _spec(
-        "lift", "Lift over the holdout (95% interval)", "interval", "category", "reward lift",
+        "lift",
+        "Lift over the holdout (95% interval)",
+        "interval",
+        "category",
+        "reward lift",
         [{"name": "lift", "points": points}],
     )
 
@@ -168,8 +173,10 @@ def ess(con: duckdb.DuckDBPyConnection, name: str) -> Spec:
         "time",
         "events",
         [
-            {"name": "ESS", "points": [{"x": r["t"], "y": r["ess"]} for r in rows
-                                       if r["ess"] is not None]},
+            {
+                "name": "ESS",
+                "points": [{"x": r["t"], "y": r["ess"]} for r in rows if r["ess"] is not None],
+            },
             {"name": "eval events", "points": [{"x": r["t"], "y": r["n_events"]} for r in rows]},
         ],
     )
@@ -186,8 +193,9 @@ def max_weight(con: duckdb.DuckDBPyConnection, name: str) -> Spec:
         [
             {
                 "name": "largest weight",
-                "points": [{"x": r["t"], "y": r["max_weight"]} for r in rows
-                           if r["max_weight"] is not None],
+                "points": [
+                    {"x": r["t"], "y": r["max_weight"]} for r in rows if r["max_weight"] is not None
+                ],
             }
         ],
     )
@@ -200,8 +208,12 @@ def delay(con: duckdb.DuckDBPyConnection, name: str) -> Spec:
         "bar",
         "category",
         "rewards",
-        [{"name": "rewards", "points": [{"x": d["bin"], "y": d["rewards"]}
-                                        for d in queries.delays(con, name)]}],
+        [
+            {
+                "name": "rewards",
+                "points": [{"x": d["bin"], "y": d["rewards"]} for d in queries.delays(con, name)],
+            }
+        ],
     )
 
 
@@ -226,15 +238,24 @@ def model_estimates(detail: dict[str, Any]) -> Spec:
     else:
         newest = evals[-1]["eval_id"]
         points = [
-            {"x": f"{e['policy']} {_short(e['policy_model_id'])}".strip(), "y": e["value"],
-             "low": e["ci_low"], "high": e["ci_high"]}
+            {
+                "x": f"{e['policy']} {_short(e['policy_model_id'])}".strip(),
+                "y": e["value"],
+                "low": e["ci_low"],
+                "high": e["ci_high"],
+            }
             for e in evals
-            if e["eval_id"] == newest and e["estimator"] == e["primary_estimator"]
+            if e["eval_id"] == newest
+            and e["estimator"] == e["primary_estimator"]
             and e["value"] is not None
         ]
     return _spec(
-        "estimates", "Newest evaluation: primary estimate per policy (95% interval)",
-        "interval", "category", "estimated reward", [{"name": "estimate", "points": points}],
+        "estimates",
+        "Newest evaluation: primary estimate per policy (95% interval)",
+        "interval",
+        "category",
+        "estimated reward",
+        [{"name": "estimate", "points": points}],
     )
 
 

@@ -27,8 +27,9 @@ def export_static(settings: Settings, snapshot: Path, dest: Path) -> list[Path]:
 
     def page(path: str, template: str, context: dict[str, Any]) -> None:
         written.append(_write(dest, path, renderer.render(template, path, context).encode()))
-        written.append(_write(dest, "/api" + (path if path != "/" else "/overview"),
-                              orjson.dumps(context)))
+        written.append(
+            _write(dest, "/api" + (path if path != "/" else "/overview"), orjson.dumps(context))
+        )
 
     try:
         con = reader.cursor()

@@ -63,7 +63,9 @@ def _loop(
     out: list[HealthWarning] = []
     st = queries.state(con, name)
     if st is None:
-        return [HealthWarning("loop_never_ran", "info", "the learning loop has not run a cycle yet")]
+        return [
+            HealthWarning("loop_never_ran", "info", "the learning loop has not run a cycle yet")
+        ]
     if st["status"] == "failed":
         out.append(
             HealthWarning(

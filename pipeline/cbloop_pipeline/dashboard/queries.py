@@ -109,9 +109,7 @@ def last_day(con: duckdb.DuckDBPyConnection, name: str) -> Row:
 def series(con: duckdb.DuckDBPyConnection, name: str) -> Row:
     """Decisions, reward rate and exploration share per time bucket."""
     width = _one(con, "SELECT width_seconds FROM dash_buckets WHERE experiment = ?", [name])
-    rows = _rows(
-        con, "SELECT * FROM dash_series WHERE experiment = ? ORDER BY bucket", [name]
-    )
+    rows = _rows(con, "SELECT * FROM dash_series WHERE experiment = ? ORDER BY bucket", [name])
     points = []
     for r in rows:
         reward = interval(r["learned"], r["reward_sum"], r["reward_sumsq"])
@@ -131,9 +129,7 @@ def series(con: duckdb.DuckDBPyConnection, name: str) -> Row:
 
 def by_model(con: duckdb.DuckDBPyConnection, name: str) -> list[Row]:
     """Online reward rate of every model that served, in the order they first served."""
-    rows = _rows(
-        con, "SELECT * FROM dash_models WHERE experiment = ? ORDER BY first_ts", [name]
-    )
+    rows = _rows(con, "SELECT * FROM dash_models WHERE experiment = ? ORDER BY first_ts", [name])
     out = []
     for r in rows:
         reward = interval(r["learned"], r["reward_sum"], r["reward_sumsq"])
@@ -302,7 +298,8 @@ def unused_rewards(con: duckdb.DuckDBPyConnection, name: str) -> Row:
         for r in _rows(con, "SELECT reason, rewards FROM dash_unused WHERE experiment = ?", [name])
     }
     orphans = _one(
-        con, "SELECT coalesce(sum(rewards), 0)::BIGINT AS n FROM dash_unused WHERE reason = 'orphan'"
+        con,
+        "SELECT coalesce(sum(rewards), 0)::BIGINT AS n FROM dash_unused WHERE reason = 'orphan'",
     )
     return {
         "late": by_reason.get("after_window", 0) + by_reason.get("after_join", 0),
@@ -332,9 +329,7 @@ def models(con: duckdb.DuckDBPyConnection, name: str) -> list[Row]:
 
 def model_detail(con: duckdb.DuckDBPyConnection, name: str, model_id: str) -> Row:
     """Lineage, data seen, evaluations and promotion decisions of one model."""
-    row = _one(
-        con, "SELECT * FROM models WHERE experiment = ? AND model_id = ?", [name, model_id]
-    )
+    row = _one(con, "SELECT * FROM models WHERE experiment = ? AND model_id = ?", [name, model_id])
     if row is None:
         raise UnknownModel(f"no model {model_id!r} in experiment {name!r}")
     metadata = orjson.loads(row.pop("metadata"))

@@ -32,15 +32,19 @@ def static_file(path: str) -> str:
     return clean + suffix
 
 
+#: What a missing figure prints as (an en dash, as tables do).
+MISSING = "\u2013"
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
-        return "–"
+        return MISSING
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return "–" if not math.isfinite(value) else f"{value:.{digits}f}"
+        return MISSING if not math.isfinite(value) else f"{value:.{digits}f}"
     return str(value)
 
 
