@@ -168,7 +168,7 @@ def timeline(con: duckdb.DuckDBPyConnection, name: str) -> list[Row]:
         [name],
     ):
         detail = orjson.loads(r["metadata"])
-        refusal = next(
+        refusal: Row = next(
             (h for h in reversed(detail.get("history", [])) if "refus" in str(h.get("what"))),
             {},
         )
@@ -309,7 +309,7 @@ def unused_rewards(con: duckdb.DuckDBPyConnection, name: str) -> Row:
     }
 
 
-def recent_steps(con: duckdb.DuckDBPyConnection, name: str, limit: int = 20) -> list[Row]:
+def recent_steps(con: duckdb.DuckDBPyConnection, name: str, limit: int = 10) -> list[Row]:
     return _rows(
         con,
         "SELECT cycle, step, status, started_at, finished_at, detail FROM loop_steps "

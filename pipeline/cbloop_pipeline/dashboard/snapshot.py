@@ -98,7 +98,7 @@ def _waiting_ship(settings: Settings) -> int | None:
         return None
     count = 0
     for kind in ("decisions", "outcomes"):
-        base = settings.storage.root / kind_prefix(kind)  # type: ignore[arg-type]
+        base = settings.storage.root / kind_prefix(kind)
         if base.is_dir():
             count += sum(1 for p in base.rglob("*") if is_closed_segment(p.as_posix()))
     return count

@@ -18,15 +18,17 @@ import time
 from pathlib import Path
 
 import httpx
+from crafted_segments import T0, decision, reward
 from dashboard_helpers import LiveServer, Simulated
 
-from cbloop.eventlog.layout import is_closed_segment
+from cbloop.clock import utcnow_naive
 from cbloop.settings import load_settings
 from cbloop_pipeline.dashboard.snapshot import snapshot_path
 
-BATCHES = 5
+BATCHES = 3
+PER_BATCH = 150
 FEED_EVERY = 2.0
-WATCH_SECONDS = 25.0
+WATCH_SECONDS = 240.0
 CBLOOP = str(Path(sys.executable).with_name("cbloop"))
 PATHS = ("/", "/experiments/default", "/api/experiments/default/charts/traffic", "/api/overview")
 
@@ -39,19 +41,26 @@ def _deployment_copy(simulated: Simulated, dest: Path) -> Path:
     return config
 
 
-def _staged_batches(events: Path, staging: Path) -> list[list[tuple[Path, Path]]]:
-    """Copies of every closed segment with fresh event ids, one batch per future arrival."""
-    originals = [p for p in sorted(events.rglob("*.jsonl")) if is_closed_segment(p.as_posix())]
-    batches = []
-    for k in range(BATCHES):
-        batch = []
-        for seg in originals:
-            body = seg.read_bytes().replace(b'"EventId":"', f'"EventId":"b{k}-'.encode())
-            staged = staging / f"{k}-{seg.parent.name}-{seg.name}"
-            staged.write_bytes(body)
-            batch.append((staged, seg.with_name(f"{seg.stem}-b{k}{seg.suffix}")))
-        batches.append(batch)
-    return batches
+def _arrive(root: Path, batch: int) -> None:
+    """One batch of fresh traffic, as the service writes it: decisions with their rewards,
+    each segment written aside and renamed into place when closed."""
+    moment = utcnow_naive()
+    now = (moment - T0).total_seconds()
+    ids = [f"feed{batch}-{i:04d}" for i in range(PER_BATCH)]
+    lines = {
+        "decisions": [
+            decision(e, now + i * 0.001, chosen=i % 3, p_chosen=0.6, sample_prob=(i % 10) / 10)
+            for i, e in enumerate(ids)
+        ],
+        "outcomes": [reward(e, now + 0.1 + i * 0.001, float(i % 2)) for i, e in enumerate(ids)],
+    }
+    for kind, body in lines.items():
+        folder = root / "events" / kind / f"date={moment:%Y-%m-%d}" / f"hour={moment:%H}"
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"feeder-1-{batch}-000001.jsonl"
+        aside = folder / f".{final.name}"
+        aside.write_text("".join(line + "\n" for line in body), encoding="utf-8")
+        os.replace(aside, final)
 
 
 def test_the_dashboard_answers_while_the_loop_runs_and_the_loop_never_fails(
@@ -59,30 +68,25 @@ def test_the_dashboard_answers_while_the_loop_runs_and_the_loop_never_fails(
 ) -> None:
     config = _deployment_copy(simulated, tmp_path / "state")
     settings = load_settings(config, env={})
-    staging = tmp_path / "staging"
-    staging.mkdir()
-    batches = _staged_batches(settings.storage.root / "events", staging)
     snapshot = snapshot_path(settings.warehouse)
     assert not snapshot.exists()
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    loop = subprocess.Popen(
-        [CBLOOP, "loop", "--every", "1s", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        text=True,
-    )
+    out_file, err_file = tmp_path / "loop.out", tmp_path / "loop.err"
+    with out_file.open("w") as stdout, err_file.open("w") as stderr:
+        loop = subprocess.Popen(
+            [CBLOOP, "loop", "--every", "1s", "--config", str(config)],
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+        )
     stop = threading.Event()
 
     def feed() -> None:
-        for batch in batches:
+        for batch in range(BATCHES):
             if stop.wait(FEED_EVERY):
                 return
-            for staged, final in batch:
-                # As the service closes a segment: written aside, renamed into place.
-                shutil.move(staged, final.with_name("." + final.name))
-                os.replace(final.with_name("." + final.name), final)
+            _arrive(settings.storage.root, batch)
 
     feeder = threading.Thread(target=feed, daemon=True)
     statuses: list[tuple[str, int]] = []
@@ -91,13 +95,19 @@ def test_the_dashboard_answers_while_the_loop_runs_and_the_loop_never_fails(
     try:
         deadline = time.monotonic() + 120
         while not snapshot.exists():
-            assert loop.poll() is None, loop.communicate()
+            assert loop.poll() is None, err_file.read_text()
             assert time.monotonic() < deadline, "the loop published no snapshot"
             time.sleep(0.1)
         feeder.start()
         with LiveServer(settings, snapshot) as server, httpx.Client(timeout=10) as client:
+            # Until the page has shown three cycles and the arriving decisions (a cycle that
+            # trains and evaluates takes seconds on a busy machine), or the time is up.
             end = time.monotonic() + WATCH_SECONDS
-            while time.monotonic() < end:
+            while time.monotonic() < end and not (
+                len(cycles) >= 3
+                and len(decisions) > 1
+                and max(decisions) - min(decisions) >= BATCHES * PER_BATCH
+            ):
                 for path in PATHS:
                     response = client.get(server.url + path)
                     statuses.append((path, response.status_code))
@@ -108,13 +118,14 @@ def test_the_dashboard_answers_while_the_loop_runs_and_the_loop_never_fails(
     finally:
         stop.set()
         loop.send_signal(signal.SIGTERM)
-        out, err = loop.communicate(timeout=120)
+        loop.wait(timeout=120)
+    out, err = out_file.read_text(), err_file.read_text()
     assert loop.returncode == 0, err
     assert [s for s in statuses if s[1] != 200] == []
     assert len(statuses) > 4 * len(PATHS)
     # The page followed the loop: new cycles, and the arriving decisions, showed up in it.
-    assert len(cycles) >= 3, cycles
-    assert max(decisions) > min(decisions), decisions
+    assert len(cycles) >= 3, (cycles, out)
+    assert max(decisions) - min(decisions) == BATCHES * PER_BATCH, decisions
     # Every cycle the loop ran finished, none failed, and every snapshot was published.
     ran = re.findall(r"^default cycle (\d+)", out, flags=re.MULTILINE)
     assert len(ran) >= 3
