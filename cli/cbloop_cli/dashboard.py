@@ -24,9 +24,8 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 "--snapshot",
-                help="Snapshot file to read (default: <warehouse>.dashboard.duckdb, which "
-                "`cbloop loop` publishes after every cycle).",
-                dir_okay=False,
+                help="Snapshot folder or file to read (default: the folder "
+                "<warehouse>.dashboard/, where `cbloop loop` publishes one after every cycle).",
             ),
         ] = None,
         publish: Annotated[
@@ -42,18 +41,18 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from cbloop_pipeline.dashboard.app import create_app
+        from cbloop_pipeline.dashboard.snapshot import current_snapshot, snapshot_path
         from cbloop_pipeline.dashboard.snapshot import publish as publish_snapshot
-        from cbloop_pipeline.dashboard.snapshot import snapshot_path
         from cbloop_pipeline.warehouse import WarehouseError
 
         settings = settings_from(config)
         path = snapshot if snapshot is not None else snapshot_path(settings.warehouse)
         if publish:
             try:
-                publish_snapshot(settings, dest=path)
+                publish_snapshot(settings, dest=None if snapshot is None else path)
             except (WarehouseError, OSError) as exc:
                 fail(f"cannot publish a snapshot: {exc}", code=1)
-        if not path.exists():
+        if not path.exists() or (path.is_dir() and current_snapshot(path) is None):
             typer.echo(
                 f"no snapshot at {path} yet: pages answer 503 until `cbloop loop` finishes a "
                 "cycle (or run with --publish)",

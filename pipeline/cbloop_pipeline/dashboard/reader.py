@@ -8,6 +8,7 @@ from pathlib import Path
 import duckdb
 
 from cbloop.errors import TransientError
+from cbloop_pipeline.dashboard.snapshot import current_snapshot
 
 
 class SnapshotMissing(TransientError):
@@ -15,34 +16,41 @@ class SnapshotMissing(TransientError):
 
 
 class SnapshotReader:
-    """Hands out cursors on the current snapshot file.
+    """Hands out cursors on the current snapshot.
 
-    The loop replaces the file by renaming a new one over it; a connection opened before
-    keeps reading the old file (its inode stays alive while open), so a request in flight is
-    never disturbed. The next request sees the new inode and opens the new file.
+    `path` is a snapshot folder (its CURRENT file names the newest snapshot, which the loop
+    moves after each cycle) or one snapshot file. A request gets a cursor on the snapshot
+    current when it starts and keeps it to the end, so a new snapshot never changes a page
+    halfway; the next request opens the new file. Old connections are dropped, not closed:
+    cursors of requests in flight still hold them.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = None
-        self._identity: tuple[int, int] | None = None
+        self._identity: tuple[str, int, int] | None = None
+
+    def _resolve(self) -> Path:
+        if self.path.is_dir():
+            current = current_snapshot(self.path)
+            if current is not None and current.exists():
+                return current
+        elif self.path.exists():
+            return self.path
+        raise SnapshotMissing(
+            f"no dashboard snapshot at {self.path} yet: the learning loop publishes one "
+            "after each cycle (`cbloop loop`), or run `cbloop dashboard --publish`"
+        )
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            raise SnapshotMissing(
-                f"no dashboard snapshot at {self.path} yet: the learning loop publishes one "
-                "after each cycle (`cbloop loop`)"
-            ) from None
-        identity = (st.st_ino, st.st_mtime_ns)
+        file = self._resolve()
+        st = file.stat()
+        identity = (str(file), st.st_ino, st.st_mtime_ns)
         with self._lock:
             if self._con is None or identity != self._identity:
-                con = duckdb.connect(str(self.path), read_only=True)
+                con = duckdb.connect(str(file), read_only=True)
                 con.execute("SET TimeZone = 'UTC'")
-                # The old connection is dropped, not closed: cursors of requests in flight
-                # hold it until they finish.
                 self._con, self._identity = con, identity
             return self._con.cursor()
 

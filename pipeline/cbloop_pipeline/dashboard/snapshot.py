@@ -3,13 +3,18 @@
 DuckDB allows one writing process, and the learning loop is it. So the dashboard never opens
 the warehouse: after each cycle the loop checkpoints the warehouse, copies the file while it
 still holds it (no other process can write it meanwhile), adds small summary tables to the
-copy (`summary.build`) and renames the copy over the previous snapshot. A reader that has the
-old snapshot open keeps reading the old file until it reopens; a reader never sees a half
-written one. Publishing is best effort: a failure is logged and never fails the cycle.
+copy (`summary.build_summary`) and publishes it under a new name in the snapshot folder, then
+points the folder's CURRENT file at it (written aside and renamed: readers see the old name or
+the new one, never half of either). Every snapshot has its own file name because DuckDB shares
+one database instance per path within a process: a reader must open a new path to see new
+data. The newest KEEP snapshots are kept; an older one a reader still has open stays readable
+until it closes it (POSIX unlink). Publishing is best effort for the loop: a failure is logged
+and never fails the cycle.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -28,19 +33,51 @@ from cbloop_pipeline.warehouse import WarehouseError, connect
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_SUFFIX = ".dashboard.duckdb"
+SNAPSHOT_SUFFIX = ".dashboard"
+CURRENT = "CURRENT"
+KEEP = 3
+_seq = itertools.count()
 
 
 def snapshot_path(warehouse: WarehouseSettings) -> Path:
-    """Where the snapshot of a warehouse lives: beside it, `<name>.dashboard.duckdb`."""
+    """The snapshot folder of a warehouse: beside it, `<name>.dashboard/`."""
     path = warehouse.path
     return path.with_name(path.stem + SNAPSHOT_SUFFIX)
 
 
+def current_snapshot(folder: Path) -> Path | None:
+    """The snapshot file the folder's CURRENT names, if one was published."""
+    try:
+        name = (folder / CURRENT).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return folder / name if name else None
+
+
 def publish(settings: Settings, *, dest: Path | None = None) -> Path:
-    """Copy the warehouse, add the summary tables and rename the copy into place."""
-    target = dest if dest is not None else snapshot_path(settings.warehouse)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Publish a snapshot: into the warehouse's snapshot folder (new file, CURRENT moved), or
+    as the single file `dest` (replaced; for a static copy nothing reads while it changes).
+    Returns the snapshot file."""
+    if dest is not None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _write_snapshot(settings, dest)
+        return dest
+    folder = snapshot_path(settings.warehouse)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"snapshot-{utcnow_naive():%Y%m%dT%H%M%S%f}-{os.getpid()}-{next(_seq)}.duckdb"
+    target = folder / name
+    _write_snapshot(settings, target)
+    pointer = folder / f".{CURRENT}.{os.getpid()}.tmp"
+    pointer.write_text(name + "\n", encoding="utf-8")
+    os.replace(pointer, folder / CURRENT)
+    for old in sorted(folder.glob("snapshot-*.duckdb"), key=lambda p: p.stat().st_mtime)[:-KEEP]:
+        if old != target:
+            old.unlink(missing_ok=True)
+    logger.info("dashboard snapshot published", extra={"path": str(target)})
+    return target
+
+
+def _write_snapshot(settings: Settings, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
@@ -71,8 +108,6 @@ def publish(settings: Settings, *, dest: Path | None = None) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    logger.info("dashboard snapshot published", extra={"path": str(target)})
-    return target
 
 
 def publish_quietly(settings: Settings) -> Path | None:

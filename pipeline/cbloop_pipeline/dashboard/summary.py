@@ -19,6 +19,9 @@ MAX_BUCKETS = 60
 #: Logged propensities below this give importance weights over 1000: OPE then rests on a few
 #: events, so the health check warns.
 PROPENSITY_FLOOR = 1e-3
+#: The decisions column that marks a holdout decision, under the names a migration may give
+#: it (the decision line records whether a decision was a holdout one); none: no holdout.
+HOLDOUT_COLUMNS = ("holdout", "is_holdout")
 #: Reward delay histogram: (label, upper bound in seconds); the last bin is open.
 DELAY_BINS: tuple[tuple[str, float | None], ...] = (
     ("before decision", 0.0),
@@ -40,8 +43,9 @@ def build_summary(
     waiting_ship: int | None,
 ) -> None:
     """Create the dash_* tables in the snapshot `con` (replacing any earlier ones)."""
-    holdout = "holdout" in _columns(con, "decisions")
-    holdout_expr = "arg_min(holdout, ts)::BOOLEAN" if holdout else "NULL::BOOLEAN"
+    found = [c for c in HOLDOUT_COLUMNS if c in _columns(con, "decisions")]
+    holdout = bool(found)
+    holdout_expr = f"arg_min({found[0]}, ts)::BOOLEAN" if found else "NULL::BOOLEAN"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE dash_facts AS

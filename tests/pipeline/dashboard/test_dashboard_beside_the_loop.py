@@ -18,17 +18,21 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from crafted_segments import T0, decision, reward
 from dashboard_helpers import LiveServer, Simulated
 
 from cbloop.clock import utcnow_naive
 from cbloop.settings import load_settings
-from cbloop_pipeline.dashboard.snapshot import snapshot_path
+from cbloop_pipeline.dashboard.snapshot import KEEP, current_snapshot, snapshot_path
+
+# The first test of a session also runs the seeded simulation (about a minute or two).
+pytestmark = pytest.mark.timeout(600)
 
 BATCHES = 3
 PER_BATCH = 150
 FEED_EVERY = 2.0
-WATCH_SECONDS = 240.0
+WATCH_SECONDS = 180.0
 CBLOOP = str(Path(sys.executable).with_name("cbloop"))
 PATHS = ("/", "/experiments/default", "/api/experiments/default/charts/traffic", "/api/overview")
 
@@ -69,7 +73,7 @@ def test_the_dashboard_answers_while_the_loop_runs_and_the_loop_never_fails(
     config = _deployment_copy(simulated, tmp_path / "state")
     settings = load_settings(config, env={})
     snapshot = snapshot_path(settings.warehouse)
-    assert not snapshot.exists()
+    assert current_snapshot(snapshot) is None
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     out_file, err_file = tmp_path / "loop.out", tmp_path / "loop.err"
@@ -94,12 +98,15 @@ def test_the_dashboard_answers_while_the_loop_runs_and_the_loop_never_fails(
     decisions: set[int] = set()
     try:
         deadline = time.monotonic() + 120
-        while not snapshot.exists():
+        while current_snapshot(snapshot) is None:
             assert loop.poll() is None, err_file.read_text()
             assert time.monotonic() < deadline, "the loop published no snapshot"
             time.sleep(0.1)
-        feeder.start()
         with LiveServer(settings, snapshot) as server, httpx.Client(timeout=10) as client:
+            # What the page shows before the new traffic arrives.
+            first = client.get(server.url + "/api/overview").json()["experiments"][0]
+            decisions.add(int(first["last_day"]["decisions"]))
+            feeder.start()
             # Until the page has shown three cycles and the arriving decisions (a cycle that
             # trains and evaluates takes seconds on a busy machine), or the time is up.
             end = time.monotonic() + WATCH_SECONDS
@@ -126,8 +133,11 @@ def test_the_dashboard_answers_while_the_loop_runs_and_the_loop_never_fails(
     # The page followed the loop: new cycles, and the arriving decisions, showed up in it.
     assert len(cycles) >= 3, (cycles, out)
     assert max(decisions) - min(decisions) == BATCHES * PER_BATCH, decisions
+    assert min(decisions) == simulated.loops * simulated.per_loop
     # Every cycle the loop ran finished, none failed, and every snapshot was published.
     ran = re.findall(r"^default cycle (\d+)", out, flags=re.MULTILINE)
     assert len(ran) >= 3
     assert "failed" not in out and "Traceback" not in err
     assert "snapshot not published" not in err
+    # Old snapshots are removed as new ones come; the newest few stay.
+    assert 1 <= len(list(snapshot.glob("snapshot-*.duckdb"))) <= KEEP

@@ -20,6 +20,9 @@ from dashboard_helpers import LiveServer, Simulated
 from cbloop.registry import ModelRegistry
 from cbloop.storage import open_store
 
+# The first test of a session also runs the seeded simulation (about a minute or two).
+pytestmark = pytest.mark.timeout(600)
+
 #: Charts a simulation with several rounds must fill (the lift needs a holdout).
 FILLED = (
     "traffic",

@@ -16,6 +16,9 @@ from cbloop.settings import Settings
 from cbloop_pipeline.dashboard import health, queries
 from cbloop_pipeline.dashboard.snapshot import publish
 
+# The first test of a session also runs the seeded simulation (about a minute or two).
+pytestmark = pytest.mark.timeout(600)
+
 FAULTS = {
     "loop_failing",
     "propensity_out_of_range",

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from cbloop.settings import Settings
 from cbloop_pipeline.dashboard.app import COOKIE, create_app
-from cbloop_pipeline.dashboard.snapshot import publish, snapshot_path
+from cbloop_pipeline.dashboard.snapshot import current_snapshot, publish, snapshot_path
 
 ADMIN = "admin-key-1"
 
@@ -84,7 +84,7 @@ def test_an_empty_warehouse_renders_every_page_with_no_data_yet(open_client: Tes
 
 
 def test_before_any_snapshot_pages_answer_503_saying_why(settings: Settings) -> None:
-    assert not snapshot_path(settings.warehouse).exists()
+    assert current_snapshot(snapshot_path(settings.warehouse)) is None
     with TestClient(create_app(settings)) as client:
         page = client.get("/")
         assert page.status_code == 503 and "cbloop loop" in page.text
