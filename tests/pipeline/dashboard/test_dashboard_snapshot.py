@@ -3,16 +3,20 @@ taken before a publish keeps reading the snapshot it started on."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
+import duckdb
+
 from cbloop.settings import Settings
 from cbloop_pipeline.dashboard.reader import SnapshotReader
 from cbloop_pipeline.dashboard.snapshot import KEEP, current_snapshot, publish, snapshot_path
 from cbloop_pipeline.warehouse import connect
 
 
-def _published_at(cursor: object) -> object:
-    row = cursor.execute("SELECT published_at FROM dash_meta").fetchone()  # type: ignore[attr-defined]
+def _published_at(cursor: duckdb.DuckDBPyConnection) -> datetime:
+    row = cursor.execute("SELECT published_at FROM dash_meta").fetchone()
     assert row is not None
-    return row[0]
+    return row[0]  # type: ignore[no-any-return]
 
 
 def test_a_reader_follows_new_snapshots_and_old_cursors_keep_theirs(settings: Settings) -> None:
@@ -28,7 +32,7 @@ def test_a_reader_follows_new_snapshots_and_old_cursors_keep_theirs(settings: Se
         second = publish(settings)
         assert second != first and current_snapshot(folder) == second
         after = reader.cursor()
-        assert _published_at(after) > old  # type: ignore[operator]
+        assert _published_at(after) > old
         assert after.execute("SELECT count(*) FROM experiments").fetchone() == (1,)
         # the request that started before the publish still reads its own snapshot
         assert _published_at(before) == old
