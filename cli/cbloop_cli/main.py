@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cbloop_cli import bench, decide, learning, retention, serve, simulate, warehouse
+from cbloop_cli import bench, dashboard, decide, learning, retention, serve, simulate, warehouse
 from cbloop_cli.errors import CbloopGroup
 
 app = typer.Typer(
@@ -16,7 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (serve, warehouse, learning, retention, decide, simulate, bench):
+for module in (serve, warehouse, learning, retention, decide, simulate, bench, dashboard):
     module.register(app)
 
 

@@ -100,6 +100,15 @@ def simulate(
             "simulator reads which model is served).",
         ),
     ] = None,
+    dashboard_snapshot: Annotated[
+        Path | None,
+        typer.Option(
+            "--dashboard-snapshot",
+            help="Also write a static copy of the run's dashboard (pages, JSON, assets, "
+            "snapshot.duckdb) to this folder; open its index.html.",
+            file_okay=False,
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show the pipeline's log lines.")
     ] = False,
@@ -142,6 +151,7 @@ def simulate(
         api_key=api_key,
         service_log_level="INFO" if verbose else "WARNING",
         serve_command=SERVE_COMMAND,
+        dashboard_snapshot=dashboard_snapshot,
     )
     # The simulation's own deployment is quiet unless asked: progress lines are the output.
     configure_logging(LoggingSettings(level="INFO" if verbose else "WARNING", format="text"))

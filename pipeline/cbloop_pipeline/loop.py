@@ -31,6 +31,7 @@ from cbloop.registry import ModelMetadata, ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
 from cbloop_pipeline import loop_state
+from cbloop_pipeline.dashboard.snapshot import publish_quietly
 from cbloop_pipeline.deploy import deploy, latest_candidate
 from cbloop_pipeline.evaluate import evaluate_candidate
 from cbloop_pipeline.ingest import ingest
@@ -270,18 +271,22 @@ def run_loop(
     """Run cycles every `every` seconds until `stop` is set (or once). Caller holds the lock."""
     while not stop.is_set():
         started = time.monotonic()
-        for name in experiments:
-            try:
-                report = run_cycle(settings, name, work_dir=work_dir)
-            except Exception:  # the top of the daemon: log it and survive
-                if once:
-                    raise
-                logger.exception("cycle of %s failed; retrying next cycle", name)
-                continue
-            if on_cycle is not None:
-                on_cycle(report)
-            if stop.is_set():
-                return
+        try:
+            for name in experiments:
+                try:
+                    report = run_cycle(settings, name, work_dir=work_dir)
+                except Exception:  # the top of the daemon: log it and survive
+                    if once:
+                        raise
+                    logger.exception("cycle of %s failed; retrying next cycle", name)
+                    continue
+                if on_cycle is not None:
+                    on_cycle(report)
+                if stop.is_set():
+                    return
+        finally:
+            # Failed cycles too: the dashboard shows that the loop is failing. Never raises.
+            publish_quietly(settings)
         if once:
             return
         stop.wait(max(0.0, every - (time.monotonic() - started)))

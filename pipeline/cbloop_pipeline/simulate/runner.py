@@ -95,6 +95,8 @@ class SimulationOptions:
     service_log_level: str = "WARNING"
     #: How to run `cbloop serve` (see ServiceProcess); None: the installed console script.
     serve_command: tuple[str, ...] | None = None
+    #: Also write a static copy of the run's dashboard (pages, JSON, assets) here.
+    dashboard_snapshot: Path | None = None
 
     def __post_init__(self) -> None:
         if self.loops < 1 or self.per_loop < 1:
@@ -202,6 +204,11 @@ def run_simulation(
     )
     result = SimulationResult(summary, run.loops, run.interactions)
     result.files = _write_outputs(options.out, result, world)
+    if options.dashboard_snapshot is not None:
+        # Only runs that ask for a static dashboard pay for importing its renderer.
+        from cbloop_pipeline.dashboard.export import write_run_dashboard  # noqa: PLC0415
+
+        result.files["dashboard"] = write_run_dashboard(settings, options.dashboard_snapshot)
     say(f"wrote {', '.join(str(p) for p in result.files.values())}")
     return result
 
