@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cbloop.errors import CbloopError, ConfigError
 from cbloop.settings import SettingsError
 from cbloop_cli.common import ConfigOption, fail, settings_from
 
@@ -36,6 +37,9 @@ def _label_column(text: str | None) -> str | int | None:
 
 
 def _print_train(outcome: TrainOutcome) -> None:
+    if outcome.refused is not None:
+        joins = ", ".join(outcome.refused.joins) or "-"
+        fail(f"{outcome.reason}; joins set aside: {joins}", code=1)
     if outcome.model is None:
         typer.echo(f"nothing trained: {outcome.reason}")
         return
@@ -101,6 +105,14 @@ def _print_cycle(report: CycleReport) -> None:
     typer.echo(f"{report.experiment} cycle {report.cycle}{resumed}")
     for step in report.steps:
         typer.echo(f"  {step.step:<9} {step.status:<8} {step.detail}")
+
+
+def _print_failure(experiment: str, error: BaseException, delay: float) -> None:
+    typer.secho(
+        f"{experiment}: cycle failed, retrying in {delay:.0f}s: {error}",
+        err=True,
+        fg=typer.colors.YELLOW,
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -291,10 +303,20 @@ def register(app: typer.Typer) -> None:
         previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             with exclusive_lock(settings.pipeline.lock_path):
-                run_loop(settings, names, every=period, once=once, stop=stop, on_cycle=_print_cycle)
+                run_loop(
+                    settings,
+                    names,
+                    every=period,
+                    once=once,
+                    stop=stop,
+                    on_cycle=_print_cycle,
+                    on_failure=_print_failure,
+                )
         except LockHeld as exc:
             fail(f"{exc}; only one learning loop may run at a time", code=3)
-        except (LoopStepError, WarehouseError) as exc:
+        except (SettingsError, ConfigError) as exc:
+            fail(str(exc))
+        except (LoopStepError, WarehouseError, CbloopError) as exc:
             fail(str(exc), code=1)
         finally:
             for sig, handler in previous.items():

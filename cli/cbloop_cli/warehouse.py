@@ -22,14 +22,28 @@ logger = logging.getLogger(__name__)
 @contextmanager
 def _warehouse(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
     """The warehouse connection for one command; a busy or broken warehouse is a CLI error."""
-    from cbloop_pipeline.warehouse import WarehouseError, connect
+    import duckdb
+
+    from cbloop_pipeline.warehouse import (
+        WarehouseCorrupt,
+        WarehouseError,
+        connect,
+        is_corruption,
+    )
 
     try:
         con = connect(settings.warehouse)
+    except WarehouseCorrupt as exc:
+        fail(str(exc), code=1)
     except WarehouseError as exc:
         fail(str(exc))
     try:
         yield con
+    except duckdb.Error as exc:
+        # A damaged file may open and fail only when a query reaches the damaged block.
+        if is_corruption(exc):
+            fail(str(WarehouseCorrupt(settings.warehouse.path, exc)), code=1)
+        raise
     finally:
         con.close()
 
@@ -128,6 +142,57 @@ def register(app: typer.Typer) -> None:
             fail(f"--format must be table, json or csv, not {fmt!r}")
         if by not in ("hour", "model", "experiment"):
             fail(f"--by must be hour, model or experiment, not {by!r}")
+        from cbloop_pipeline.quarantine import quarantine_summary
+
         with _warehouse(settings_from(config)) as con:
             result = experiment_report(con, experiment, cast(Grouping, by))
+            quarantined = quarantine_summary(con, experiment)
         typer.echo(render(result, cast(Format, fmt)))
+        if fmt == "table":
+            typer.echo(quarantined.line(experiment))
+
+    @app.command("rebuild-warehouse")
+    def rebuild_warehouse(
+        force: Annotated[
+            bool,
+            typer.Option("--force", help="Rebuild even though the warehouse file reads fine."),
+        ] = False,
+        config: ConfigOption = None,
+    ) -> None:
+        """Rebuild a damaged warehouse from the event log, the joins' manifests and the models.
+
+        The damaged file is moved aside (never deleted); closed segments are ingested again,
+        recorded joins replayed at their times, the model registry mirrored again. The loop's
+        step history is not rebuilt.
+        """
+        from cbloop.storage import StorageError
+        from cbloop_pipeline.lock import LockHeld, exclusive_lock
+        from cbloop_pipeline.rebuild import rebuild_warehouse as run_rebuild
+        from cbloop_pipeline.rebuild import warehouse_is_healthy
+        from cbloop_pipeline.warehouse import WarehouseError
+
+        settings = settings_from(config)
+        path = settings.warehouse.path
+        try:
+            # The loop's lock: no loop may write the warehouse while it is being replaced.
+            with exclusive_lock(settings.pipeline.lock_path):
+                if not force and warehouse_is_healthy(settings):
+                    fail(f"warehouse {path} reads fine; pass --force to rebuild it anyway")
+                result = run_rebuild(settings)
+        except LockHeld as exc:
+            fail(f"{exc}; stop the learning loop before rebuilding the warehouse", code=3)
+        except (WarehouseError, StorageError) as exc:
+            fail(str(exc), code=1)
+        for moved in result.moved_aside:
+            typer.echo(f"moved aside: {moved}")
+        typer.echo(
+            f"rebuilt {path}: {result.ingest.segments} segments ingested "
+            f"({result.ingest.decision_lines} decisions, {result.ingest.outcome_lines} outcomes, "
+            f"{result.ingest.rejected_lines} rejected), {result.joins_replayed} joins replayed, "
+            f"{result.models_mirrored} models mirrored"
+        )
+        if result.joins_differing:
+            typer.echo(f"  replayed under another id: {', '.join(result.joins_differing)}")
+        if result.joins_skipped:
+            typer.echo(f"  not replayed (experiment not configured): {', '.join(result.joins_skipped)}")
+        typer.echo("  not rebuilt: the learning loop's step history (the next loop starts afresh)")

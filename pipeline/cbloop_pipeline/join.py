@@ -33,6 +33,7 @@ import orjson
 from cbloop.settings import ExperimentSettings
 from cbloop.storage import ObjectStore
 from cbloop_pipeline.export import export_splits
+from cbloop_pipeline.leftovers import clean_leftovers
 from cbloop_pipeline.segments import SegmentSource
 from cbloop_pipeline.warehouse import utcnow
 
@@ -129,6 +130,7 @@ def run_join(
     `cache_dir` is where segments of a remote store were downloaded (see `ingest`).
     """
     source = SegmentSource.beside(store, con, cache_dir)
+    clean_leftovers(con, source)
     as_of = as_utc(as_of) if as_of is not None else utcnow()
     started = utcnow()
     reward = settings.reward
