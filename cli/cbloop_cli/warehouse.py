@@ -194,5 +194,7 @@ def register(app: typer.Typer) -> None:
         if result.joins_differing:
             typer.echo(f"  replayed under another id: {', '.join(result.joins_differing)}")
         if result.joins_skipped:
-            typer.echo(f"  not replayed (experiment not configured): {', '.join(result.joins_skipped)}")
+            typer.echo(
+                f"  not replayed (experiment not configured): {', '.join(result.joins_skipped)}"
+            )
         typer.echo("  not rebuilt: the learning loop's step history (the next loop starts afresh)")

@@ -333,13 +333,12 @@ def run_loop(
                 if not isinstance(exc, LoopStepError):
                     # Not recorded yet: the warehouse could not be opened or written.
                     unrecorded.append(Outage.of(name, exc, started_at=utcnow()))
-                logger.error(
-                    "cycle of %s failed; retrying in %.0fs: %s",
-                    name,
-                    delay,
-                    _describe(exc),
-                    exc_info=not isinstance(exc, LoopStepError | TransientError),
-                )
+                if isinstance(exc, LoopStepError | TransientError):
+                    logger.warning(
+                        "cycle of %s failed; retrying in %.0fs: %s", name, delay, _describe(exc)
+                    )
+                else:  # not foreseen: keep the traceback
+                    logger.exception("cycle of %s failed; retrying in %.0fs", name, delay)
                 if on_failure is not None:
                     on_failure(name, exc, delay)
                 continue

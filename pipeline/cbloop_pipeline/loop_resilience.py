@@ -30,9 +30,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 def is_fatal(exc: BaseException) -> bool:
     """Whether the daemon must stop on `exc` (or the error that caused it)."""
-    return any(
-        isinstance(e, ConfigError | SettingsError) or is_corruption(e) for e in _causes(exc)
-    )
+    return any(isinstance(e, ConfigError | SettingsError) or is_corruption(e) for e in _causes(exc))
 
 
 def corruption_cause(exc: BaseException) -> BaseException | None:
@@ -53,7 +51,7 @@ class Backoff:
     def current(self) -> float:
         if self.failures == 0:
             return self.base
-        return min(self.base * 2 ** (self.failures - 1), self.cap)
+        return min(self.base * 2.0 ** (self.failures - 1), self.cap)
 
     def next_delay(self) -> float:
         self.failures += 1

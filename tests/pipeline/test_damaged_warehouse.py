@@ -18,8 +18,14 @@ from cbloop.storage import LocalStore
 
 def _cbloop(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from cbloop_cli.main import main; main()", *args,
-         "--config", str(config)],
+        [
+            sys.executable,
+            "-c",
+            "from cbloop_cli.main import main; main()",
+            *args,
+            "--config",
+            str(config),
+        ],
         capture_output=True,
         text=True,
         timeout=180,
@@ -47,7 +53,11 @@ def test_a_damaged_warehouse_is_one_clear_error_and_rebuilds_from_the_event_log(
     event_log.decisions(*(decision(f"e{i}", i, chosen=i % 3) for i in range(40)))
     event_log.outcomes(*(reward(f"e{i}", i + 2, 1.0) for i in range(0, 40, 2)))
     event_log.decisions(*(decision(f"f{i}", 2000 + i) for i in range(10)))
-    for step in (("ingest",), ("join", "--as-of", iso(at(1500))), ("join", "--as-of", iso(at(4000)))):
+    for step in (
+        ("ingest",),
+        ("join", "--as-of", iso(at(1500))),
+        ("join", "--as-of", iso(at(4000))),
+    ):
         done = _cbloop(config, *step)
         assert done.returncode == 0, done.stderr
     before = _cbloop(config, "report", "--by", "experiment", "--format", "json")
@@ -75,7 +85,9 @@ def test_a_damaged_warehouse_is_one_clear_error_and_rebuilds_from_the_event_log(
 
     # Same joins under the same ids (models' records of what they learned stay true), same
     # figures, and the registry mirrored again.
-    assert wh.query("SELECT join_id, joined, train_events FROM join_jobs ORDER BY 1") == joins_before
+    assert (
+        wh.query("SELECT join_id, joined, train_events FROM join_jobs ORDER BY 1") == joins_before
+    )
     after = _cbloop(config, "report", "--by", "experiment", "--format", "json")
     assert after.returncode == 0, after.stderr
     assert orjson.loads(after.stdout) == orjson.loads(before.stdout)

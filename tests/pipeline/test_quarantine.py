@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import Result
-from crafted_segments import EventLogFolder, Pipeline, decision, iso, at, reward
+from crafted_segments import EventLogFolder, Pipeline, at, decision, iso, reward
 from typer.testing import CliRunner
 
 from cbloop_cli.main import app
@@ -85,7 +85,10 @@ def _bad_rewards() -> dict[str, tuple[str, str]]:
         "string": ({"value": "1"}, "a reward's value must be a number"),
         "null": ({"value": None}, "a reward's value must be a number"),
         "bool": ({"value": True}, "a reward's value must be a number"),
-        "huge": ({"value": 1e300}, "a reward's value must be finite and within VW's 32-bit float range"),
+        "huge": (
+            {"value": 1e300},
+            "a reward's value must be finite and within VW's 32-bit float range",
+        ),
         "kind": ({"kind": "click"}, "kind must be 'reward' or 'activate'"),
         "time": ({"Timestamp": "soon"}, "Timestamp must be an ISO-8601 time"),
         "key": ({"idempotency_key": 5}, "idempotency_key must be a string or null"),
@@ -117,9 +120,10 @@ def test_lines_breaking_the_contract_are_quarantined_with_reasons_and_the_rest_t
         "SELECT segment_key, line_no, reason, line FROM quarantined_lines "
         "WHERE kind = 'decisions' ORDER BY line_no"
     )
-    expected = [(key, 16 + i, reason, bad[eid]) for i, (eid, (_, reason)) in enumerate(
-        BAD_DECISIONS.items()
-    )]
+    expected = [
+        (key, 16 + i, reason, bad[eid])
+        for i, (eid, (_, reason)) in enumerate(BAD_DECISIONS.items())
+    ]
     expected.append((key, 16 + len(bad), "not valid JSON", "not json at all"))
     assert quarantined == expected
     outcome_reasons = wh.query(
