@@ -14,11 +14,12 @@ one above 0, `action_ids` one string per `_multi` entry, `sample_prob` a number 
 `kind` "reward" or "activate", a reward's `value` a finite JSON number that fits the 32-bit
 floats VW learns in, and `idempotency_key` a string or null.
 
-Each expression reads the columns `line` and `tt` (`types_sql`); the first rule a line breaks
-is its reason.
+`checked_sql` adds the reason to a query over lines: the first rule a line breaks.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 #: float32 rounding of a logged pmf over up to a few hundred actions stays far below this.
 P_SUM_TOLERANCE = 1e-3
@@ -28,47 +29,81 @@ FLOAT32_MAX = 3.4028234663852886e38
 _NUMBER = "('DOUBLE', 'BIGINT', 'UBIGINT')"
 _INTEGER = "('BIGINT', 'UBIGINT')"
 
-# json_type(line, [paths]) parses the line once for all of these.
-_DECISION_PATHS = (
-    "$.EventId",
-    "$.Timestamp",
-    "$.experiment",
-    "$.model_id",
-    "$.c",
-    "$.c._multi",
-    "$.a",
-    "$.p",
-    "$.action_ids",
-    "$.sample_prob",
-    "$.deferred",
+
+@dataclass(frozen=True)
+class _Shape:
+    """Paths whose JSON types (`tt`) and values as text (`ex`) are read in one parse each."""
+
+    types: tuple[str, ...]
+    values: tuple[str, ...]
+
+    def t(self, path: str) -> str:
+        return f"tt[{self.types.index(path) + 1}]"
+
+    def v(self, path: str) -> str:
+        return f"ex[{self.values.index(path) + 1}]"
+
+    def base_columns(self) -> str:
+        t = ", ".join(f"'{p}'" for p in self.types)
+        v = ", ".join(f"'{p}'" for p in self.values)
+        # try(): a line that is not JSON gets NULL lists (and the reason "not valid JSON").
+        return f"try(json_type(line, [{t}])) AS tt, try(json_extract_string(line, [{v}])) AS ex"
+
+
+_DECISION = _Shape(
+    types=(
+        "$",
+        "$.EventId",
+        "$.Timestamp",
+        "$.experiment",
+        "$.model_id",
+        "$.c",
+        "$.c._multi",
+        "$.a",
+        "$.p",
+        "$.action_ids",
+        "$.sample_prob",
+        "$.deferred",
+    ),
+    values=(
+        "$.EventId",
+        "$.Timestamp",
+        "$.experiment",
+        "$.model_id",
+        "$.c._multi",
+        "$.a",
+        "$.p",
+        "$.action_ids",
+        "$.sample_prob",
+        "$.deferred",
+    ),
 )
-_OUTCOME_PATHS = ("$.EventId", "$.Timestamp", "$.kind", "$.value", "$.idempotency_key")
+_OUTCOME = _Shape(
+    types=("$", "$.EventId", "$.Timestamp", "$.kind", "$.value", "$.idempotency_key"),
+    values=("$.EventId", "$.Timestamp", "$.kind", "$.value", "$.idempotency_key"),
+)
 
 
-def _types(paths: tuple[str, ...]) -> str:
-    listed = ", ".join(f"'{p}'" for p in paths)
-    return f"try(json_type(line, [{listed}]))"
+def _only(list_sql: str, allowed: str) -> str:
+    """Every element of the list is one of `allowed`, an SQL tuple of strings (an empty list
+    passes). No lambda: this runs on every line, and list_has_all is several times faster."""
+    return f"list_has_all([{allowed[1:-1]}], {list_sql})"
 
 
-def _t(paths: tuple[str, ...], path: str) -> str:
-    """The JSON type at `path` (NULL when absent), from the type list `tt`."""
-    return f"tt[{paths.index(path) + 1}]"
+def _element_types(shape: _Shape, path: str) -> str:
+    """The JSON types of the elements of the array at `path` (NULL if it is no array)."""
+    return f"CASE WHEN {shape.t(path)} = 'ARRAY' THEN json_type({shape.v(path)}, '$[*]') END"
 
 
-def _all(list_sql: str, predicate: str) -> str:
-    """Every element x of the list satisfies `predicate` (an empty list does)."""
-    return f"coalesce(list_bool_and(list_transform({list_sql}, lambda x: {predicate})), true)"
-
-
-def _common(paths: tuple[str, ...]) -> list[tuple[str, str]]:
+def _common(shape: _Shape) -> list[tuple[str, str]]:
     return [
-        ("NOT coalesce(json_valid(line), false)", "not valid JSON"),
-        ("try(json_type(line)) IS DISTINCT FROM 'OBJECT'", "not a JSON object"),
-        (f"{_t(paths, '$.EventId')} IS DISTINCT FROM 'VARCHAR'", "EventId must be a string"),
-        ("json_extract_string(line, '$.EventId') = ''", "EventId is empty"),
+        ("tt IS NULL", "not valid JSON"),
+        (f"{shape.t('$')} <> 'OBJECT'", "not a JSON object"),
+        (f"{shape.t('$.EventId')} IS DISTINCT FROM 'VARCHAR'", "EventId must be a string"),
+        (f"{shape.v('$.EventId')} = ''", "EventId is empty"),
         (
-            f"{_t(paths, '$.Timestamp')} IS DISTINCT FROM 'VARCHAR' OR "
-            "try_cast(json_extract_string(line, '$.Timestamp') AS TIMESTAMPTZ) IS NULL",
+            f"{shape.t('$.Timestamp')} IS DISTINCT FROM 'VARCHAR' OR "
+            f"try_cast({shape.v('$.Timestamp')} AS TIMESTAMPTZ) IS NULL",
             "Timestamp must be an ISO-8601 time",
         ),
     ]
@@ -81,91 +116,74 @@ def _case(rules: list[tuple[str, str]]) -> str:
     return f"(CASE\n{branches}\n    END)"
 
 
-def types_sql(kind: str) -> str:
-    """SQL for column `tt`, which the reason expressions read: the JSON types of the line's
-    top-level fields, in one parse of `line`."""
-    return _types(_DECISION_PATHS if kind == "decisions" else _OUTCOME_PATHS)
+def _decision_derived() -> str:
+    d = _DECISION
+    return ", ".join(
+        [
+            f"{_element_types(d, '$.c._multi')} AS v_multi_types",
+            f"{_element_types(d, '$.a')} AS v_a_types",
+            f"{_element_types(d, '$.p')} AS v_p_types",
+            f"{_element_types(d, '$.action_ids')} AS v_id_types",
+            f"try_cast({d.v('$.a')} AS BIGINT[]) AS v_a",
+            f"try_cast({d.v('$.p')} AS DOUBLE[]) AS v_p",
+            f"try_cast({d.v('$.sample_prob')} AS DOUBLE) AS v_sample",
+        ]
+    )
 
 
-def reason_sql(kind: str) -> str:
-    """SQL for why column `line` (with its `tt`) is no usable line of `kind`; NULL: it is."""
-    return decision_reason_sql() if kind == "decisions" else outcome_reason_sql()
-
-
-def decision_reason_sql() -> str:
-    """SQL for why column `line` is not a usable decision line (NULL: it is); needs `tt`."""
-    paths = _DECISION_PATHS
-    multi_n = "json_array_length(line, '$.c._multi')"
-    a = "try_cast(json_extract(line, '$.a') AS BIGINT[])"
-    p = "try_cast(json_extract(line, '$.p') AS DOUBLE[])"
-    sample = "try_cast(json_extract(line, '$.sample_prob') AS DOUBLE)"
+def _decision_reason() -> str:
+    d = _DECISION
     rules = [
-        *_common(paths),
+        *_common(d),
         ("NOT starts_with(line, '{')", "the line must start with '{'"),
         (
-            f"{_t(paths, '$.experiment')} IS DISTINCT FROM 'VARCHAR' OR "
-            "json_extract_string(line, '$.experiment') = ''",
+            f"{d.t('$.experiment')} IS DISTINCT FROM 'VARCHAR' OR {d.v('$.experiment')} = ''",
             "experiment must be a non-empty string",
         ),
-        (f"{_t(paths, '$.model_id')} IS DISTINCT FROM 'VARCHAR'", "model_id must be a string"),
-        (f"{_t(paths, '$.c')} IS NULL", "c is missing"),
-        (f"{_t(paths, '$.c')} <> 'OBJECT'", "c must be an object"),
-        (f"{_t(paths, '$.c._multi')} IS DISTINCT FROM 'ARRAY'", "c._multi must be a list"),
-        (f"{multi_n} = 0", "c._multi is empty"),
+        (f"{d.t('$.model_id')} IS DISTINCT FROM 'VARCHAR'", "model_id must be a string"),
+        (f"{d.t('$.c')} IS NULL", "c is missing"),
+        (f"{d.t('$.c')} <> 'OBJECT'", "c must be an object"),
+        ("v_multi_types IS NULL", "c._multi must be a list"),
+        ("len(v_multi_types) = 0", "c._multi is empty"),
+        ("NOT " + _only("v_multi_types", "('OBJECT')"), "c._multi must hold objects"),
+        ("v_a_types IS NULL", "a must be a list"),
+        ("len(v_a_types) = 0", "a is empty"),
+        ("NOT " + _only("v_a_types", _INTEGER), "a must hold integers"),
         (
-            "NOT " + _all("json_type(line, '$.c._multi[*]')", "x = 'OBJECT'"),
-            "c._multi must hold objects",
-        ),
-        (f"{_t(paths, '$.a')} IS DISTINCT FROM 'ARRAY'", "a must be a list"),
-        ("json_array_length(line, '$.a') = 0", "a is empty"),
-        (
-            "NOT " + _all("json_type(line, '$.a[*]')", f"x IN {_INTEGER}"),
-            "a must hold integers",
-        ),
-        (
-            "NOT " + _all(a, f"x BETWEEN 1 AND {multi_n}"),
+            "NOT (list_min(v_a) >= 1 AND list_max(v_a) <= len(v_multi_types))",
             "a holds a position outside c._multi (1-based)",
         ),
-        (f"len(list_distinct({a})) <> len({a})", "a repeats a position"),
-        (f"{_t(paths, '$.p')} IS DISTINCT FROM 'ARRAY'", "p must be a list"),
+        ("len(list_distinct(v_a)) <> len(v_a)", "a repeats a position"),
+        ("v_p_types IS NULL", "p must be a list"),
+        ("NOT " + _only("v_p_types", _NUMBER), "p must hold numbers"),
+        ("len(v_p) <> len(v_a)", "p must hold one probability per entry of a"),
+        ("NOT (list_min(v_p) >= 0 AND list_max(v_p) <= 1)", "p holds a probability outside [0, 1]"),
+        (f"abs(list_sum(v_p) - 1) > {P_SUM_TOLERANCE}", "p does not sum to 1"),
+        ("v_p[1] <= 0", "the chosen action's probability p[1] must be above 0"),
         (
-            "NOT " + _all("json_type(line, '$.p[*]')", f"x IN {_NUMBER}"),
-            "p must hold numbers",
-        ),
-        (f"len({p}) <> len({a})", "p must hold one probability per entry of a"),
-        ("NOT " + _all(p, "x BETWEEN 0 AND 1"), "p holds a probability outside [0, 1]"),
-        (f"abs(list_sum({p}) - 1) > {P_SUM_TOLERANCE}", "p does not sum to 1"),
-        (f"{p}[1] <= 0", "the chosen action's probability p[1] must be above 0"),
-        (
-            f"{_t(paths, '$.action_ids')} IS DISTINCT FROM 'ARRAY' OR "
-            f"json_array_length(line, '$.action_ids') <> {multi_n} OR NOT "
-            + _all("json_type(line, '$.action_ids[*]')", "x = 'VARCHAR'"),
+            "v_id_types IS NULL OR len(v_id_types) <> len(v_multi_types) OR NOT "
+            + _only("v_id_types", "('VARCHAR')"),
             "action_ids must hold one string per c._multi entry",
         ),
         (
-            f"{_t(paths, '$.sample_prob')} NOT IN {_NUMBER} OR "
-            f"{_t(paths, '$.sample_prob')} IS NULL OR NOT ({sample} >= 0 AND {sample} < 1)",
+            f"{d.t('$.sample_prob')} IS NULL OR {d.t('$.sample_prob')} NOT IN {_NUMBER} "
+            "OR NOT (v_sample >= 0 AND v_sample < 1)",
             "sample_prob must be a number in [0, 1)",
         ),
-        (
-            f"{_t(paths, '$.deferred')} NOT IN ('BOOLEAN', 'NULL')",
-            "deferred must be true or false",
-        ),
+        (f"{d.t('$.deferred')} NOT IN ('BOOLEAN', 'NULL')", "deferred must be true or false"),
     ]
     return _case(rules)
 
 
-def outcome_reason_sql() -> str:
-    """SQL for why column `line` is not a usable outcome line (NULL: it is); needs `tt`."""
-    paths = _OUTCOME_PATHS
-    kind = "json_extract_string(line, '$.kind')"
-    value = "try_cast(json_extract(line, '$.value') AS DOUBLE)"
-    value_type = _t(paths, "$.value")
+def _outcome_reason() -> str:
+    o = _OUTCOME
+    kind = o.v("$.kind")
+    value = f"try_cast({o.v('$.value')} AS DOUBLE)"
+    value_type = o.t("$.value")
     rules = [
-        *_common(paths),
+        *_common(o),
         (
-            f"{_t(paths, '$.kind')} IS DISTINCT FROM 'VARCHAR' OR "
-            f"{kind} NOT IN ('reward', 'activate')",
+            f"{o.t('$.kind')} IS DISTINCT FROM 'VARCHAR' OR {kind} NOT IN ('reward', 'activate')",
             "kind must be 'reward' or 'activate'",
         ),
         (
@@ -177,8 +195,24 @@ def outcome_reason_sql() -> str:
             "a reward's value must be finite and within VW's 32-bit float range",
         ),
         (
-            f"{_t(paths, '$.idempotency_key')} NOT IN ('VARCHAR', 'NULL')",
+            f"{o.t('$.idempotency_key')} NOT IN ('VARCHAR', 'NULL')",
             "idempotency_key must be a string or null",
         ),
     ]
     return _case(rules)
+
+
+def checked_sql(kind: str, source: str) -> str:
+    """`source` (a subquery with a `line` column) plus `reject_reason`: why the line is no
+    usable line of `kind` (`decisions` | `outcomes`), or NULL when it is one.
+
+    Each line is parsed twice in full (types, values), plus its small arrays and `_multi`.
+    """
+    if kind == "decisions":
+        base, derived, reason = _DECISION.base_columns(), _decision_derived(), _decision_reason()
+    else:
+        base, derived, reason = _OUTCOME.base_columns(), "NULL AS _none", _outcome_reason()
+    return (
+        f"(SELECT *, {reason} AS reject_reason FROM "
+        f"(SELECT *, {derived} FROM (SELECT *, {base} FROM {source})))"
+    )
