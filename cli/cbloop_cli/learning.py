@@ -37,6 +37,9 @@ def _label_column(text: str | None) -> str | int | None:
 
 
 def _print_train(outcome: TrainOutcome) -> None:
+    if outcome.refused is not None:
+        joins = ", ".join(outcome.refused.joins) or "-"
+        fail(f"{outcome.reason}; joins set aside: {joins}", code=1)
     if outcome.model is None:
         typer.echo(f"nothing trained: {outcome.reason}")
         return
@@ -140,6 +143,14 @@ def _apply_retention(settings: Settings) -> None:
         return
     if result.items:
         print_gc(result)
+
+
+def _print_failure(experiment: str, error: BaseException, delay: float) -> None:
+    typer.secho(
+        f"{experiment}: cycle failed, retrying in {delay:.0f}s: {error}",
+        err=True,
+        fg=typer.colors.YELLOW,
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -316,7 +327,15 @@ def register(app: typer.Typer) -> None:
         previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             with exclusive_lock(settings.pipeline.lock_path):
-                run_loop(settings, names, every=period, once=once, stop=stop, on_cycle=_after_cycle)
+                run_loop(
+                    settings,
+                    names,
+                    every=period,
+                    once=once,
+                    stop=stop,
+                    on_cycle=_after_cycle,
+                    on_failure=_print_failure,
+                )
         except LockHeld as exc:
             # Its own status, so that a scheduler can tell "already running" from a failure.
             fail(f"{exc}; only one learning loop may run at a time", code=3)

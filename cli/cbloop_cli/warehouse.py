@@ -22,12 +22,20 @@ logger = logging.getLogger(__name__)
 
 @contextmanager
 def _warehouse(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The warehouse connection for one command."""
-    from cbloop_pipeline.warehouse import connect
+    """The warehouse connection for one command; a file damaged where only a query reaches
+    it is reported like one that does not open (`WarehouseCorrupt`)."""
+    import duckdb
+
+    from cbloop_pipeline.warehouse import WarehouseCorrupt, connect, is_corruption
 
     con = connect(settings.warehouse)
     try:
         yield con
+    except duckdb.Error as exc:
+        # A damaged file may open and fail only when a query reaches the damaged block.
+        if is_corruption(exc):
+            raise WarehouseCorrupt(settings.warehouse.path, exc) from exc
+        raise
     finally:
         con.close()
 
@@ -117,11 +125,60 @@ def register(app: typer.Typer) -> None:
             fail(f"--format must be table, json or csv, not {fmt!r}")
         if by not in ("hour", "model", "experiment"):
             fail(f"--by must be hour, model or experiment, not {by!r}")
+        from cbloop_pipeline.quarantine import quarantine_summary
+
         settings = settings_from(config)
         if experiment not in settings.experiments:
             known = ", ".join(sorted(settings.experiments))
             fail(f"unknown experiment {experiment!r} (configured: {known})")
         with _warehouse(settings) as con:
             result = experiment_report(con, experiment, cast(Grouping, by))
+            quarantined = quarantine_summary(con, experiment)
         # The terminal's width (rich reads it, or $COLUMNS; 80 when not a terminal).
         typer.echo(render(result, cast(Format, fmt), width=Console().width))
+        if fmt == "table":
+            typer.echo(quarantined.line(experiment))
+
+    @app.command("rebuild-warehouse")
+    def rebuild_warehouse(
+        force: Annotated[
+            bool,
+            typer.Option("--force", help="Rebuild even though the warehouse file reads fine."),
+        ] = False,
+        config: ConfigOption = None,
+    ) -> None:
+        """Rebuild a damaged warehouse from the event log, the joins' manifests and the models.
+
+        The damaged file is moved aside (never deleted); closed segments are ingested again,
+        recorded joins replayed at their times, the model registry mirrored again. The loop's
+        step history is not rebuilt.
+        """
+        from cbloop_pipeline.lock import LockHeld, exclusive_lock
+        from cbloop_pipeline.rebuild import rebuild_warehouse as run_rebuild
+        from cbloop_pipeline.rebuild import warehouse_is_healthy
+
+        settings = settings_from(config)
+        path = settings.warehouse.path
+        try:
+            # The loop's lock: no loop may write the warehouse while it is being replaced.
+            with exclusive_lock(settings.pipeline.lock_path):
+                if not force and warehouse_is_healthy(settings):
+                    fail(f"warehouse {path} reads fine; pass --force to rebuild it anyway")
+                result = run_rebuild(settings)
+        except LockHeld as exc:
+            fail(f"{exc}; stop the learning loop before rebuilding the warehouse", code=3)
+        for moved in result.moved_aside:
+            typer.echo(f"moved aside: {moved}")
+        typer.echo(
+            f"rebuilt {path}: {result.ingest.segments} segments ingested "
+            f"({result.ingest.decision_lines} decisions, {result.ingest.outcome_lines} outcomes, "
+            f"{result.ingest.rejected_lines} rejected), {result.joins_replayed} joins replayed, "
+            f"{result.models_mirrored} models mirrored"
+        )
+        if result.joins_differing:
+            typer.echo(f"  replayed under another id: {', '.join(result.joins_differing)}")
+        if result.joins_skipped:
+            typer.echo(
+                f"  not replayed (experiment not configured): {', '.join(result.joins_skipped)}"
+            )
+        typer.echo("  not rebuilt: the learning loop's step history (the next loop starts afresh)")

@@ -20,6 +20,7 @@ import duckdb
 
 from cbloop.errors import TransientError
 from cbloop.storage import StorageError
+from cbloop_pipeline.leftovers import WORK_PREFIX, export_work_parent
 from cbloop_pipeline.segments import FileSet, SegmentSource, scan_groups
 
 logger = logging.getLogger(__name__)
@@ -74,13 +75,12 @@ def export_splits(
     """
     keys = split_keys(experiment, join_id)
     target = source.store.local_path(keys["train"])
-    # Write in the destination folder when the store is a local one, so that placing the files
-    # is a rename rather than a copy of possibly gigabytes.
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
+    # A run killed here leaves this folder; the next join removes it (cbloop_pipeline.leftovers).
     work = Path(
         tempfile.mkdtemp(
-            prefix=f".tmp-{join_id}-", dir=target.parent if target is not None else None
+            prefix=f"{WORK_PREFIX}{join_id}-", dir=export_work_parent(source, experiment)
         )
     )
     try:

@@ -5,8 +5,9 @@ segments is loaded in one transaction that also records them in `ingested_segmen
 before the commit leaves no trace, a crash after it leaves nothing to redo, and the unique key
 makes a double load impossible.
 
-Each batch is one `INSERT ... SELECT` per kind over all of the batch's files, every line
-parsed once by DuckDB's json_transform; no line goes through Python.
+Each batch is one `INSERT ... SELECT` per kind over all of the batch's files; every line is
+checked against the event contract in SQL (cbloop_pipeline.validate), which also extracts the
+columns; no line goes through Python.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from cbloop.clock import utcnow_naive
 from cbloop.eventlog.layout import KINDS, Kind, is_closed_segment, kind_prefix
 from cbloop.storage import ObjectInfo, ObjectStore, StorageError
 from cbloop_pipeline.segments import FileSet, SegmentSource, scan_groups
+from cbloop_pipeline.validate import checked_sql
 
 logger = logging.getLogger(__name__)
 
@@ -30,18 +32,6 @@ logger = logging.getLogger(__name__)
 #: small enough that a huge backlog commits progress as it goes.
 DEFAULT_BATCH_BYTES = 2 << 30
 _LIST_ATTEMPTS = 3
-
-# Timestamps parse as TIMESTAMPTZ so that an offset is honoured; timezone('UTC', ...) then
-# gives the UTC wall time the warehouse stores, whatever the session's time zone.
-_DECISION_SHAPE = (
-    '{"EventId":"VARCHAR","Timestamp":"TIMESTAMPTZ","experiment":"VARCHAR",'
-    '"model_id":"VARCHAR","a":"BIGINT[]","p":"DOUBLE[]","sample_prob":"DOUBLE",'
-    '"deferred":"BOOLEAN"}'
-)
-_OUTCOME_SHAPE = (
-    '{"EventId":"VARCHAR","Timestamp":"TIMESTAMPTZ","kind":"VARCHAR","value":"DOUBLE",'
-    '"idempotency_key":"VARCHAR"}'
-)
 
 # Rows failing these are not decisions/outcomes the join could use; they are moved to
 # rejected_lines in the same transaction.
@@ -55,6 +45,8 @@ _OUTCOME_VALID = (
     "AND (kind = 'activate' OR (kind = 'reward' AND value IS NOT NULL))"
 )
 _VALID: dict[Kind, str] = {"decisions": _DECISION_VALID, "outcomes": _OUTCOME_VALID}
+# A line the contract rules pass but the columns' own checks still refuse (never seen so far).
+_INCOMPLETE = "fields missing or of the wrong type"
 
 
 @dataclass(frozen=True)
@@ -251,38 +243,55 @@ def _insert_batch(
     return result
 
 
+# Timestamps parse as TIMESTAMPTZ so that an offset is honoured; timezone('UTC', ...) then
+# gives the UTC wall time the warehouse stores, whatever the session's time zone.
+_DECISION_SHAPE = (
+    '{"EventId":"VARCHAR","Timestamp":"TIMESTAMPTZ","experiment":"VARCHAR",'
+    '"model_id":"VARCHAR","a":"BIGINT[]","p":"DOUBLE[]","sample_prob":"DOUBLE",'
+    '"deferred":"BOOLEAN"}'
+)
+_OUTCOME_SHAPE = (
+    '{"EventId":"VARCHAR","Timestamp":"TIMESTAMPTZ","kind":"VARCHAR","value":"DOUBLE",'
+    '"idempotency_key":"VARCHAR"}'
+)
+
+
 def _insert_decisions(con: duckdb.DuckDBPyConnection, batch_id: int, files: FileSet) -> None:
+    # A line breaking the event contract gets no event id, so the validity predicate moves
+    # it to the quarantine (_move_rejected), where its reason is recorded. (The export
+    # splices labels in after a line's first byte, which the contract makes '{'.)
+    lines = (
+        f"(SELECT segment_id, line_no, line, try(json_transform(line, '{_DECISION_SHAPE}')) AS j "
+        f"FROM {files.lines_sql()})"
+    )
     con.execute(
         f"""
         INSERT INTO decisions
         SELECT
             $b, segment_id, line_no,
-            -- The export splices labels in after the line's first byte, so it must be '{{'.
-            CASE WHEN starts_with(line, '{{') THEN j.EventId END,
+            CASE WHEN reject_reason IS NULL THEN j.EventId END,
             timezone('UTC', j.Timestamp), j.experiment, j.model_id,
             j.a[1], j.p[1], list_max(j.p),
             CASE WHEN len(j.a) = len(j.p) THEN len(j.a) END,
             j.sample_prob, coalesce(j.deferred, false)
-        FROM (
-            SELECT segment_id, line_no, line,
-                   try(json_transform(line, '{_DECISION_SHAPE}')) AS j
-            FROM {files.lines_sql()}
-        )
+        FROM {checked_sql("decisions", lines)}
         """,
         {"b": batch_id, **files.params},
     )
 
 
 def _insert_outcomes(con: duckdb.DuckDBPyConnection, batch_id: int, files: FileSet) -> None:
+    lines = (
+        f"(SELECT segment_id, line_no, line, try(json_transform(line, '{_OUTCOME_SHAPE}')) AS j "
+        f"FROM {files.lines_sql()})"
+    )
     con.execute(
         f"""
         INSERT INTO outcomes
         SELECT $b, segment_id, line_no,
-               j.EventId, timezone('UTC', j.Timestamp), j.kind, j.value, j.idempotency_key
-        FROM (
-            SELECT segment_id, line_no, try(json_transform(line, '{_OUTCOME_SHAPE}')) AS j
-            FROM {files.lines_sql()}
-        )
+               CASE WHEN reject_reason IS NULL THEN j.EventId END,
+               timezone('UTC', j.Timestamp), j.kind, j.value, j.idempotency_key
+        FROM {checked_sql("outcomes", lines)}
         """,
         {"b": batch_id, **files.params},
     )
@@ -310,15 +319,28 @@ def _move_rejected(
     bad_segments = {int(sid) for (sid,) in con.execute("SELECT segment_id FROM _bad").fetchall()}
     again = [(sid, path) for sid, path in files if sid in bad_segments]
     reread = FileSet.of([p for _, p in again], [sid for sid, _ in again], groups=1)
+    bad_lines = (
+        f"(SELECT l.segment_id, l.line_no, l.line FROM {reread.lines_sql()} l "
+        "SEMI JOIN _bad USING (segment_id, line_no))"
+    )
     con.execute(
         f"""
-        INSERT INTO rejected_lines
-        SELECT l.segment_id, l.line_no, $b, l.line
-        FROM {reread.lines_sql()} l
-        SEMI JOIN _bad USING (segment_id, line_no)
+        CREATE OR REPLACE TEMP TABLE _bad_lines AS
+        SELECT segment_id, line_no, line, coalesce(reject_reason, '{_INCOMPLETE}') AS reason
+        FROM {checked_sql(kind, bad_lines)}
         """,
-        {"b": batch_id, **reread.params},
+        reread.params,
     )
+    con.execute(
+        "INSERT INTO rejected_lines SELECT segment_id, line_no, $b, line FROM _bad_lines",
+        {"b": batch_id},
+    )
+    con.execute(
+        "INSERT INTO quarantine_reasons SELECT segment_id, line_no, $b, $kind, reason "
+        "FROM _bad_lines",
+        {"b": batch_id, "kind": kind},
+    )
+    con.execute("DROP TABLE _bad_lines")
     con.execute(f"DELETE FROM {kind} WHERE {bad}", {"b": batch_id})
     con.execute("DROP TABLE _bad")
     logger.warning(

@@ -35,6 +35,7 @@ from cbloop.errors import InvalidInput
 from cbloop.settings import ExperimentSettings
 from cbloop.storage import ObjectStore
 from cbloop_pipeline.export import export_splits
+from cbloop_pipeline.leftovers import clean_leftovers
 from cbloop_pipeline.segments import SegmentSource
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ def run_join(
     `cache_dir` is where segments of a remote store were downloaded (see `ingest`).
     """
     source = SegmentSource.beside(store, con, cache_dir)
+    clean_leftovers(con, source)
     as_of = to_naive_utc(as_of) if as_of is not None else utcnow_naive()
     started = utcnow_naive()
     reward = settings.reward

@@ -86,7 +86,7 @@ def train_command(
                 )
         else:
             exports = [j.train_export() for j in finished_joins(ctx.con, name)]
-            pending = unseen_joins(ctx.registry, base, exports)
+            pending = unseen_joins(ctx.registry, base, exports, name=name)
             outcome = train_joins(
                 ctx.registry, name, experiment, pending, parent=base, work_dir=work_dir
             )

@@ -22,11 +22,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
 from cbloop.clock import utcnow_naive
-from cbloop.errors import CbloopError
+from cbloop.errors import CbloopError, TransientError
 from cbloop.registry import ModelMetadata, ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
@@ -37,12 +38,15 @@ from cbloop_pipeline.evaluate import evaluate_candidate
 from cbloop_pipeline.ingest import ingest
 from cbloop_pipeline.join import run_join
 from cbloop_pipeline.join_catalog import finished_joins
+from cbloop_pipeline.loop_resilience import Backoff, Outage, corruption_cause, is_fatal
 from cbloop_pipeline.mirror import sync_experiment, sync_models
 from cbloop_pipeline.models import deployed_model, latest_trainable, reconcile_states
 from cbloop_pipeline.train import train_joins, unseen_joins
-from cbloop_pipeline.warehouse import connect
+from cbloop_pipeline.warehouse import WarehouseCorrupt, connect
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class LoopStepError(CbloopError):
@@ -110,7 +114,7 @@ def _train(ctx: _Context) -> StepResult:
     experiment = ctx.settings.experiment(ctx.name)
     parent = latest_trainable(ctx.registry, ctx.name, experiment)
     exports = [j.train_export() for j in finished_joins(ctx.con, ctx.name)]
-    pending = unseen_joins(ctx.registry, parent, exports)
+    pending = unseen_joins(ctx.registry, parent, exports, name=ctx.name)
     if not pending:
         return StepResult("skipped", "no join the newest model has not learned")
     outcome = train_joins(
@@ -122,6 +126,11 @@ def _train(ctx: _Context) -> StepResult:
         work_dir=ctx.work_dir,
         note="loop",
     )
+    if outcome.refused is not None:
+        # Recorded, not raised: the model is in the registry as refused with its reason, its
+        # joins are set aside, and the next cycle trains from the last good model.
+        sync_models(ctx.con, [outcome.refused])
+        return StepResult("refused", outcome.reason)
     if outcome.model is None:
         return StepResult("skipped", outcome.reason)
     sync_models(ctx.con, [outcome.model])
@@ -201,13 +210,26 @@ STEP_FUNCTIONS: dict[str, Callable[[_Context], StepResult]] = {
 # -- cycle and loop ----------------------------------------------------------------------------
 
 
-def run_cycle(settings: Settings, name: str, *, work_dir: Path | None = None) -> CycleReport:
-    """One full cycle for one experiment (or the rest of an interrupted one)."""
+def run_cycle(
+    settings: Settings,
+    name: str,
+    *,
+    work_dir: Path | None = None,
+    unrecorded: list[Outage] | None = None,
+) -> CycleReport:
+    """One full cycle for one experiment (or the rest of an interrupted one).
+
+    `unrecorded`: failures that happened while the warehouse could not be written (it was
+    busy); they are recorded in loop_steps as soon as it can be, then removed from the list.
+    """
     settings.experiment(name)  # unknown experiment: fail before touching anything
     registry = ModelRegistry(open_store(settings.storage))
     con = connect(settings.warehouse)
     try:
         ctx = _Context(settings, name, con, registry, work_dir)
+        if unrecorded:
+            loop_state.record_outages(con, unrecorded)
+            unrecorded.clear()
         state = loop_state.load(con, name)
         if state is not None and state.interrupted:
             cycle, first = state.cycle, loop_state.STEPS.index(state.step)
@@ -216,11 +238,11 @@ def run_cycle(settings: Settings, name: str, *, work_dir: Path | None = None) ->
         else:
             cycle, first = loop_state.start_cycle(con, name), 0
             report = CycleReport(name, cycle, resumed_at=None)
-        reconcile_states(registry, name)
+        _outside_step(ctx, cycle, "reconcile", lambda: reconcile_states(registry, name))
         for step in loop_state.STEPS[first:]:
             report.steps.append(_run_step(ctx, cycle, step))
-        sync_experiment(con, registry, name)
-        current = registry.current(name)
+        _outside_step(ctx, cycle, "sync", lambda: sync_experiment(con, registry, name))
+        current = _outside_step(ctx, cycle, "sync", lambda: registry.current(name))
         loop_state.finish_cycle(con, name)
         if current is not None:
             con.execute(
@@ -230,6 +252,23 @@ def run_cycle(settings: Settings, name: str, *, work_dir: Path | None = None) ->
         return report
     finally:
         con.close()
+
+
+def _outside_step(ctx: _Context, cycle: int, stage: str, work: Callable[[], _T]) -> _T:
+    """Work a cycle does between its steps (reading the registry, mirroring it), recorded
+    like a step when it fails: the store may be briefly unreachable there too."""
+    started = utcnow_naive()
+    try:
+        return work()
+    except Exception as exc:
+        loop_state.stage_failed(
+            ctx.con, ctx.name, cycle, stage, detail=_describe(exc), started_at=started
+        )
+        raise LoopStepError(ctx.name, stage, exc) from exc
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 def _run_step(ctx: _Context, cycle: int, step: str) -> StepReport:
@@ -266,19 +305,43 @@ def run_loop(
     once: bool,
     stop: threading.Event,
     on_cycle: Callable[[CycleReport], None] | None = None,
+    on_failure: Callable[[str, BaseException, float], None] | None = None,
     work_dir: Path | None = None,
 ) -> None:
-    """Run cycles every `every` seconds until `stop` is set (or once). Caller holds the lock."""
+    """Run cycles every `every` seconds until `stop` is set (or once). Caller holds the lock.
+
+    A daemon (not `once`) survives every failure but a fatal one (`is_fatal`: bad settings,
+    a damaged warehouse): it records the failure, backs off (`Backoff`) and tries again.
+    `on_failure(experiment, error, delay)` hears of each failure survived.
+    """
+    backoff = Backoff(every)
+    unrecorded: list[Outage] = []
     while not stop.is_set():
         started = time.monotonic()
         try:
+            failed = False
             for name in experiments:
                 try:
-                    report = run_cycle(settings, name, work_dir=work_dir)
-                except Exception:  # the top of the daemon: log it and survive
-                    if once:
+                    report = run_cycle(settings, name, work_dir=work_dir, unrecorded=unrecorded)
+                except Exception as exc:
+                    if once or is_fatal(exc):
+                        damage = corruption_cause(exc)
+                        if damage is not None and not isinstance(damage, WarehouseCorrupt):
+                            raise WarehouseCorrupt(settings.warehouse.path, damage) from exc
                         raise
-                    logger.exception("cycle of %s failed; retrying next cycle", name)
+                    failed = True
+                    delay = backoff.next_delay()
+                    if not isinstance(exc, LoopStepError):
+                        # Not recorded yet: the warehouse could not be opened or written.
+                        unrecorded.append(Outage.of(name, exc, started_at=utcnow_naive()))
+                    if isinstance(exc, LoopStepError | TransientError):
+                        logger.warning(
+                            "cycle of %s failed; retrying in %.0fs: %s", name, delay, _describe(exc)
+                        )
+                    else:  # not foreseen: keep the traceback
+                        logger.exception("cycle of %s failed; retrying in %.0fs", name, delay)
+                    if on_failure is not None:
+                        on_failure(name, exc, delay)
                     continue
                 if on_cycle is not None:
                     on_cycle(report)
@@ -289,4 +352,8 @@ def run_loop(
             publish_quietly(settings)
         if once:
             return
-        stop.wait(max(0.0, every - (time.monotonic() - started)))
+        if failed:
+            stop.wait(backoff.current)
+        else:
+            backoff.reset()
+            stop.wait(max(0.0, every - (time.monotonic() - started)))

@@ -9,12 +9,14 @@ step by the next start, which resumes the cycle there.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
 
 from cbloop.clock import utcnow_naive
+from cbloop_pipeline.loop_resilience import Outage
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +123,55 @@ def step_finished(
     except BaseException:
         con.rollback()
         raise
+
+
+def stage_failed(
+    con: duckdb.DuckDBPyConnection,
+    experiment: str,
+    cycle: int,
+    stage: str,
+    *,
+    detail: str,
+    started_at: datetime,
+) -> None:
+    """Record a failure between steps (`stage`: reconcile | sync): the cycle stops there and
+    the next one starts afresh, as after a failed step."""
+    now = utcnow_naive()
+    con.begin()
+    try:
+        con.execute(
+            "UPDATE experiment_state SET status = 'failed', last_error = ?, updated_at = ? "
+            "WHERE experiment = ?",
+            [f"{stage}: {detail}", now, experiment],
+        )
+        con.execute(
+            "INSERT INTO loop_steps VALUES (?, ?, ?, 'failed', ?, ?, ?)",
+            [experiment, cycle, stage, started_at, now, detail],
+        )
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
+def record_outages(con: duckdb.DuckDBPyConnection, outages: Iterable[Outage]) -> None:
+    """Record failures from while the warehouse could not be written (step = their stage,
+    cycle = the experiment's cycle at the time)."""
+    now = utcnow_naive()
+    for outage in outages:
+        state = load(con, outage.experiment)
+        con.execute(
+            "INSERT INTO loop_steps VALUES (?, ?, ?, 'failed', ?, ?, ?)",
+            [
+                outage.experiment,
+                state.cycle if state else 0,
+                outage.stage,
+                outage.at,
+                now,
+                outage.detail,
+            ],
+        )
+        logger.info("recorded an earlier failure", extra={"experiment": outage.experiment})
 
 
 def finish_cycle(con: duckdb.DuckDBPyConnection, experiment: str) -> None:

@@ -13,21 +13,20 @@ joins unlearned and the next run picks them up.
 from __future__ import annotations
 
 import logging
+import math
 import shlex
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import vowpalwabbit
 
 from cbloop.clock import format_ts
 from cbloop.errors import InvalidInput
 from cbloop.registry import MODEL_FILE, ModelMetadata, ModelRegistry, RegistryError
 from cbloop.settings import ExperimentSettings
 from cbloop.storage import ObjectStore
+from cbloop_pipeline.learner import LearnerFailed, run_learner
 from cbloop_pipeline.localfiles import MissingData, local_file, single_file
 from cbloop_pipeline.models import (
     ModelChoiceError,
@@ -51,6 +50,17 @@ class LearnStats:
     examples: float
     sum_loss: float
     seconds: float
+    #: NaN or infinite weights in the written model.
+    bad_weights: int = 0
+
+    @property
+    def not_finite(self) -> str | None:
+        """Why the model must not be used (its loss or weights are not finite), or None."""
+        if not math.isfinite(self.sum_loss):
+            return f"training loss is {self.sum_loss} (a reward too large for VW's 32-bit floats?)"
+        if self.bad_weights:
+            return f"{self.bad_weights} model weights are NaN or infinite"
+        return None
 
     @property
     def progressive_loss(self) -> float | None:
@@ -88,6 +98,8 @@ class TrainOutcome:
     model: ModelMetadata | None
     stats: LearnStats | None
     reason: str
+    #: A model VW produced but that was registered as refused (not finite); never a parent.
+    refused: ModelMetadata | None = None
 
 
 def vw_learn_args(vw_args: str, data: Path, out: Path, init: Path | None) -> list[str]:
@@ -106,21 +118,20 @@ def vw_learn_args(vw_args: str, data: Path, out: Path, init: Path | None) -> lis
 def learn(vw_args: str, data: Path, out: Path, init: Path | None = None) -> LearnStats:
     """One VW pass over `data` (joined DSJSON) from `init` (or nothing); the model goes to `out`.
 
-    The argument list is passed as a list because pyvw splits a string on every space.
+    VW runs in a child process (cbloop_pipeline.learner): a VW crash is a TrainError here,
+    not the end of the calling process. The argument list is passed as a list because pyvw
+    splits a string on every space.
     """
-    started = time.perf_counter()
     try:
-        # pyvw runs its native parser over -d inside the constructor.
-        ws = vowpalwabbit.Workspace(arg_list=vw_learn_args(vw_args, data, out, init))
-    except RuntimeError as exc:  # pybind11 maps VW's exceptions to RuntimeError
+        report = run_learner(vw_learn_args(vw_args, data, out, init), out)
+    except LearnerFailed as exc:
         raise TrainError(f"VW could not learn {data}: {exc}") from exc
-    try:
-        examples = float(ws.get_weighted_examples())
-        sum_loss = float(ws.get_sum_loss())
-    finally:
-        ws.finish()  # writes -f
-    seconds = time.perf_counter() - started
-    return LearnStats(examples=examples, sum_loss=sum_loss, seconds=seconds)
+    return LearnStats(
+        examples=report.examples,
+        sum_loss=report.sum_loss,
+        seconds=report.seconds,
+        bad_weights=report.bad_weights,
+    )
 
 
 def choose_parent(
@@ -151,9 +162,18 @@ def choose_parent(
 
 
 def unseen_joins(
-    registry: ModelRegistry, parent: ModelMetadata | None, joins: Sequence[JoinExport]
+    registry: ModelRegistry,
+    parent: ModelMetadata | None,
+    joins: Sequence[JoinExport],
+    *,
+    name: str | None = None,
 ) -> list[JoinExport]:
+    """Joins `parent`'s lineage has not learned, except those set aside by a refusal in
+    experiment `name` (default: the parent's)."""
     seen = joins_seen(registry, parent)
+    experiment = name if name is not None else parent.experiment if parent is not None else None
+    if experiment is not None:
+        seen |= refused_joins(registry, experiment)
     return [j for j in joins if j.join_id not in seen]
 
 
@@ -209,6 +229,9 @@ def train_model(
             stats=stats,
             note=note,
         )
+        refusal = stats.not_finite
+        if refusal is not None:
+            return _refuse(registry, out, meta, refusal, stats)
         registry.save(out, meta)
     logger.info(
         "registered model %s: %.0f examples in %.2fs (%.0f ex/s), progressive loss %s",
@@ -219,6 +242,40 @@ def train_model(
         f"{stats.progressive_loss:.5f}" if stats.progressive_loss is not None else "n/a",
     )
     return TrainOutcome(meta, stats, "trained")
+
+
+def _refuse(
+    registry: ModelRegistry, out: Path, meta: ModelMetadata, reason: str, stats: LearnStats
+) -> TrainOutcome:
+    """Register the model as refused, with its reason: kept for inspection, never a parent or
+    a candidate. Its joins are set aside (`refused_joins`) so that the next training, from the
+    last good model, does not learn the same poison again."""
+    meta.state = "refused"
+    meta.progressive_loss = None  # NaN is not JSON; the reason says what it was
+    extra = meta.model_extra if meta.model_extra is not None else {}
+    extra["refused_reason"] = reason
+    training = extra.get("training")
+    if isinstance(training, dict) and not math.isfinite(float(training.get("sum_loss", 0.0))):
+        training["sum_loss"] = str(training["sum_loss"])
+    meta.record("refused", by="train", reason=reason, joins=list(meta.joins))
+    registry.save(out, meta)
+    logger.error(
+        "refused model %s: %s; joins set aside: %s",
+        meta.model_id,
+        reason,
+        ", ".join(meta.joins) or "-",
+    )
+    return TrainOutcome(None, stats, f"model {meta.model_id} refused: {reason}", refused=meta)
+
+
+def refused_joins(registry: ModelRegistry, name: str) -> set[str]:
+    """Joins whose training produced a refused (not finite) model: set aside for good."""
+    return {
+        join
+        for m in registry.list_models(name)
+        if m.state == "refused" and (m.model_extra or {}).get("refused_reason")
+        for join in m.joins
+    }
 
 
 def _check_count(sources: Sequence[TrainSource], stats: LearnStats) -> None:

@@ -41,6 +41,42 @@ class WarehouseBusy(WarehouseError, TransientError):
     hint = "another cbloop command holds the warehouse; run this again when it has finished"
 
 
+class WarehouseCorrupt(WarehouseError):
+    """The warehouse file is not a readable DuckDB database (truncated, overwritten, ...).
+
+    Retrying cannot help: an operator restores the file or rebuilds it from the event log.
+    """
+
+    def __init__(self, path: Path, cause: BaseException) -> None:
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        super().__init__(
+            f"warehouse {path} is corrupt or truncated ({detail}); restore it from a backup, "
+            "or run `cbloop rebuild-warehouse` to rebuild it from the event log"
+        )
+        self.path = path
+
+
+# What DuckDB says when the file itself is damaged, as opposed to a busy lock or a bad query.
+_CORRUPTION_HINTS = (
+    "not a valid duckdb database",
+    "corrupt",
+    "checksum",
+    "could not read enough bytes",
+    "truncated",
+    "invalid metadata",
+)
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """Whether an error means the database file is damaged."""
+    if isinstance(exc, WarehouseCorrupt):
+        return True
+    if not isinstance(exc, duckdb.Error):
+        return False
+    text = str(exc).lower()
+    return any(hint in text for hint in _CORRUPTION_HINTS)
+
+
 class MigrationError(WarehouseError):
     """The migrations folder or a migration script is not usable."""
 
@@ -138,12 +174,14 @@ def connect(
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
+    except duckdb.Error as exc:
+        if isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower():
             raise WarehouseBusy(
                 f"warehouse {path} is in use by another process (only one pipeline command "
                 "can run at a time)"
             ) from exc
+        if is_corruption(exc):
+            raise WarehouseCorrupt(path, exc) from exc
         raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
     # No progress bar: pipeline commands report through logging, not stray terminal output.
     con.execute("SET enable_progress_bar = false")
@@ -152,10 +190,16 @@ def connect(
     con.execute("SET preserve_insertion_order = false")
     # Every time in the warehouse is UTC; TIMESTAMPTZ values convert to it.
     con.execute("SET TimeZone = 'UTC'")
-    if not read_only:
-        try:
+    try:
+        if read_only:
+            # Touch the catalog: a damaged file often opens and fails at the first read.
+            con.execute("SELECT count(*) FROM duckdb_tables()").fetchone()
+        else:
             migrate(con, migrations)
-        except BaseException:
-            con.close()
-            raise
+    except BaseException as exc:
+        con.close()
+        cause = exc.__cause__ if isinstance(exc, MigrationError) else exc
+        if cause is not None and is_corruption(cause):
+            raise WarehouseCorrupt(path, cause) from exc
+        raise
     return con
