@@ -136,8 +136,9 @@ def register(app: typer.Typer) -> None:
             quarantined = quarantine_summary(con, experiment)
         # The terminal's width (rich reads it, or $COLUMNS; 80 when not a terminal).
         typer.echo(render(result, cast(Format, fmt), width=Console().width))
-        if fmt == "table":
-            typer.echo(quarantined.line(experiment))
+        why = quarantined.line(experiment)
+        if fmt == "table" and why is not None:
+            typer.echo(why)
 
     @app.command("rebuild-warehouse")
     def rebuild_warehouse(

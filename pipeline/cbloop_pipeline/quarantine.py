@@ -15,14 +15,12 @@ class QuarantineSummary:
     #: reason -> lines, most frequent first
     reasons: list[tuple[str, int]]
 
-    def line(self, experiment: str) -> str:
+    def line(self, experiment: str) -> str | None:
+        """The why of the report's quarantine count (which the report itself prints)."""
         if not self.total:
-            return "quarantined lines: 0"
+            return None
         top = "; ".join(f"{reason} ({n})" for reason, n in self.reasons[:3])
-        return (
-            f"quarantined lines: {self.total} in the event log, {self.of_experiment} of "
-            f"experiment {experiment} (table quarantined_lines); most often: {top}"
-        )
+        return f"quarantined: {self.of_experiment} of experiment {experiment}; most often: {top}"
 
 
 def quarantine_summary(con: duckdb.DuckDBPyConnection, experiment: str) -> QuarantineSummary:

@@ -114,7 +114,11 @@ def publish_quietly(settings: Settings) -> Path | None:
     """`publish`, for the loop: a failure is logged and the loop goes on."""
     try:
         return publish(settings)
-    except (OSError, duckdb.Error, WarehouseError, StorageError):
+    except (WarehouseError, StorageError) as exc:
+        # Known and already said by the loop itself (busy, damaged, store away): one line.
+        logger.warning("dashboard snapshot not published; the loop goes on: %s", exc)
+        return None
+    except (OSError, duckdb.Error):
         logger.exception("dashboard snapshot not published; the loop goes on")
         return None
 
