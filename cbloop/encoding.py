@@ -99,8 +99,20 @@ def decision_line(
     action_ids: Sequence[str],
     sample_prob: float,
     deferred: bool,
+    mode: str = "online",
+    holdout: bool = False,
+    unit_id: str | None = None,
+    holdout_share: float = 0.0,
+    baseline_action: str | None = None,
 ) -> bytes:
-    """A decision as one DSJSON line; `order` lists 0-based action indexes, chosen first."""
+    """A decision as one DSJSON line; `order` lists 0-based action indexes, chosen first.
+
+    `mode` is the experiment's learning mode, `holdout` whether the decision went to the
+    control group, `unit_id` the unit that assignment hashed (the event id unless the request
+    named one), `holdout_share` the share configured when it was made (so the lift can be
+    computed per period when it changes), `baseline_action` the app's own choice (the
+    request's, or the first eligible action). VW's parser skips these keys.
+    """
     head = orjson.dumps(
         {
             "EventId": event_id,
@@ -118,6 +130,11 @@ def decision_line(
             "action_ids": list(action_ids),
             "sample_prob": sample_prob,
             "deferred": deferred,
+            "mode": mode,
+            "holdout": holdout,
+            "unit_id": event_id if unit_id is None else unit_id,
+            "holdout_share": holdout_share,
+            "baseline_action": action_ids[0] if baseline_action is None else baseline_action,
         }
     )
     return head[:-1] + b',"c":' + c_json + b"," + tail[1:] + b"\n"

@@ -158,16 +158,7 @@ class LineDecider:
         except ServiceError as exc:
             detail = f"{exc.field}: {exc.message}" if exc.field else exc.message
             raise InvalidInput(detail) from None
-        return orjson.dumps(
-            {
-                "event_id": decision.event_id,
-                "experiment": decision.experiment,
-                "model_id": decision.model_id,
-                "action_id": decision.action_id,
-                "probability": decision.probability,
-                "ranking": [{"id": a, "probability": p} for a, p in decision.ranking],
-            }
-        )
+        return orjson.dumps(decision.answer())
 
     def close(self) -> None:
         self.writer.close()
