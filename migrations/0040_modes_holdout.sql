@@ -21,3 +21,22 @@ CREATE TABLE graduations (
     n_events        BIGINT NOT NULL,
     evidence        VARCHAR NOT NULL    -- the whole assessment as JSON
 );
+
+-- Every assessment of an apprentice's bandit against the baseline (one per evaluation): how
+-- often its greedy choice is the baseline, its estimate and the baseline's value, and whether
+-- it graduated, with the reason.
+CREATE TABLE apprentice_assessments (
+    experiment      VARCHAR NOT NULL,
+    assessed_at     TIMESTAMP NOT NULL,
+    model_id        VARCHAR NOT NULL,
+    eval_id         VARCHAR NOT NULL,
+    n_events        BIGINT NOT NULL,
+    imitation_rate  DOUBLE,             -- share of eval events whose greedy choice is the baseline
+    estimator       VARCHAR NOT NULL,
+    estimate        DOUBLE,
+    lower_bound     DOUBLE,
+    baseline_value  DOUBLE,             -- SNIPS of "always the baseline" on the same events
+    graduate        BOOLEAN NOT NULL,
+    reason          VARCHAR NOT NULL,
+    evidence        VARCHAR NOT NULL    -- JSON
+);

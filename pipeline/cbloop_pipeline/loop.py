@@ -35,6 +35,7 @@ from cbloop_pipeline import loop_state
 from cbloop_pipeline.dashboard.snapshot import publish_quietly
 from cbloop_pipeline.deploy import deploy, latest_candidate
 from cbloop_pipeline.evaluate import evaluate_candidate
+from cbloop_pipeline.graduation import ModeSwitch, WarehouseModeSwitch, graduation_step
 from cbloop_pipeline.ingest import ingest
 from cbloop_pipeline.join import run_join
 from cbloop_pipeline.join_catalog import finished_joins
@@ -198,6 +199,38 @@ def _deploy(ctx: _Context) -> StepResult:
     )
 
 
+def _graduate(ctx: _Context, cycle: int, switch: ModeSwitch | None) -> StepReport | None:
+    """Apprentice experiments only: assess the newest evaluation and maybe go online.
+
+    Run after the resumable steps (a rerun skips an evaluation already assessed) and recorded
+    in loop_steps like a step; a failure stops the cycle like any step's.
+    """
+    experiment = ctx.settings.experiment(ctx.name)
+    if experiment.mode != "apprentice":
+        return None
+    started = utcnow_naive()
+    try:
+        status, detail = graduation_step(
+            ctx.con,
+            ctx.registry,
+            ctx.name,
+            experiment,
+            switch if switch is not None else WarehouseModeSwitch(ctx.con),
+            work_dir=ctx.work_dir,
+        )
+    except Exception as exc:
+        loop_state.stage_failed(
+            ctx.con, ctx.name, cycle, "graduate", detail=_describe(exc), started_at=started
+        )
+        raise LoopStepError(ctx.name, "graduate", exc) from exc
+    ctx.con.execute(
+        "INSERT INTO loop_steps VALUES (?, ?, 'graduate', ?, ?, ?, ?)",
+        [ctx.name, cycle, status, started, utcnow_naive(), detail],
+    )
+    logger.info("%s cycle %d graduate: %s (%s)", ctx.name, cycle, status, detail)
+    return StepReport("graduate", status, detail)
+
+
 STEP_FUNCTIONS: dict[str, Callable[[_Context], StepResult]] = {
     "ingest": _ingest,
     "join": _join,
@@ -216,8 +249,12 @@ def run_cycle(
     *,
     work_dir: Path | None = None,
     unrecorded: list[Outage] | None = None,
+    mode_switch: ModeSwitch | None = None,
 ) -> CycleReport:
     """One full cycle for one experiment (or the rest of an interrupted one).
+
+    `mode_switch` persists an apprentice's graduation to online (default: the warehouse's
+    `graduations` table, see pipeline.graduation).
 
     `unrecorded`: failures that happened while the warehouse could not be written (it was
     busy); they are recorded in loop_steps as soon as it can be, then removed from the list.
@@ -241,6 +278,9 @@ def run_cycle(
         _outside_step(ctx, cycle, "reconcile", lambda: reconcile_states(registry, name))
         for step in loop_state.STEPS[first:]:
             report.steps.append(_run_step(ctx, cycle, step))
+        graduated = _graduate(ctx, cycle, mode_switch)
+        if graduated is not None:
+            report.steps.append(graduated)
         _outside_step(ctx, cycle, "sync", lambda: sync_experiment(con, registry, name))
         current = _outside_step(ctx, cycle, "sync", lambda: registry.current(name))
         loop_state.finish_cycle(con, name)
@@ -307,6 +347,7 @@ def run_loop(
     on_cycle: Callable[[CycleReport], None] | None = None,
     on_failure: Callable[[str, BaseException, float], None] | None = None,
     work_dir: Path | None = None,
+    mode_switch: ModeSwitch | None = None,
 ) -> None:
     """Run cycles every `every` seconds until `stop` is set (or once). Caller holds the lock.
 
@@ -322,7 +363,13 @@ def run_loop(
             failed = False
             for name in experiments:
                 try:
-                    report = run_cycle(settings, name, work_dir=work_dir, unrecorded=unrecorded)
+                    report = run_cycle(
+                        settings,
+                        name,
+                        work_dir=work_dir,
+                        unrecorded=unrecorded,
+                        mode_switch=mode_switch,
+                    )
                 except Exception as exc:
                     if once or is_fatal(exc):
                         damage = corruption_cause(exc)
