@@ -28,7 +28,7 @@ HIGH = 0.8
 LOW = 0.2
 UNIFORM_VALUE = (HIGH + (len(ACTIONS) - 1) * LOW) / len(ACTIONS)
 #: Joinable almost at once: rounds post their rewards within milliseconds of the decision.
-WAIT_SECONDS = 0.1
+WAIT_SECONDS = 0.5
 
 SettingsFactory = Callable[..., Settings]
 
@@ -116,7 +116,7 @@ def serve_round(
             if rng.random() < mean_reward(segment, answer["action_id"]):
                 posted = client.post(f"/v1/events/{event_id}/reward", json={"value": 1.0})
                 assert posted.status_code == 202, posted.text
-    time.sleep(WAIT_SECONDS * 1.5)  # every reward window has closed
+    time.sleep(WAIT_SECONDS * 1.2)  # every reward window has closed
     return served
 
 

@@ -1,0 +1,163 @@
+"""The lift of a bandit over a uniform 10% holdout, through HTTP, the real loop and the report.
+
+The true lift is known exactly: each decision's expected reward under the pmf it was drawn
+from (the answer's ranking) in a world whose reward probabilities we set, bandit decisions
+against holdout decisions. The report's 95% interval must cover it in at least 9 of 10 seeds.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from modes_world import SettingsFactory, Served, cycle, serve_round, world_settings
+
+from cbloop.clock import utcnow_naive
+from cbloop.settings import Settings, load_settings
+from cbloop.storage import open_store
+from cbloop_pipeline.ingest import ingest
+from cbloop_pipeline.join import run_join
+from cbloop_pipeline.lift import holdout_lift, sample_ratio
+from cbloop_pipeline.report import experiment_report, render
+from cbloop_pipeline.warehouse import connect
+
+SEEDS = range(10)
+SHARE = 0.1
+
+
+@pytest.fixture(scope="module")
+def learned_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A storage root whose deployed bandit learned the world from a warm-up round.
+
+    The warm-up is served without a holdout (share 0: a period the lift leaves out), so every
+    seed's lift rests only on its own decisions; each seed copies this root.
+    """
+    root = tmp_path_factory.mktemp("learned") / "root"
+    settings = world_settings(_settings_factory(root.parent), root)
+    serve_round(settings, 300, seed=100, tag="warm")
+    cycle(settings)  # learns the warm-up round and deploys: the bandit now differs
+    return root
+
+
+def _settings_factory(folder: Path) -> SettingsFactory:
+    def make(**overrides: Any) -> Settings:
+        config = folder / f"config-{len(list(folder.glob('config-*.yaml')))}.yaml"
+        config.write_text(yaml.safe_dump(overrides))
+        return load_settings(config, env={})
+
+    return make
+
+
+def _measure(learned: Path, root: Path, seed: int) -> tuple[dict[str, Any], float]:
+    """(the report's lift section, the true lift) of one seeded run on a copy of `learned`."""
+    shutil.copytree(learned, root)
+    settings = world_settings(
+        _settings_factory(root.parent), root, holdout={"share": SHARE, "policy": "uniform"}
+    )
+    served = serve_round(settings, 500, seed=seed, tag="learned")
+    con = connect(settings.warehouse)
+    try:
+        ingest(con, open_store(settings.storage))
+        run_join(con, open_store(settings.storage), "default", settings.experiment("default"))
+        lift = holdout_lift(con, "default")
+    finally:
+        con.close()
+    return lift, _true_lift(served)
+
+
+def _true_lift(served: Served) -> float:
+    bandit = [served.expected(i) for i, a in enumerate(served.answers) if not a["holdout"]]
+    held = [served.expected(i) for i, a in enumerate(served.answers) if a["holdout"]]
+    return sum(bandit) / len(bandit) - sum(held) / len(held)
+
+
+def test_the_lift_interval_covers_the_true_lift_in_at_least_9_of_10_seeds(
+    learned_world: Path, tmp_path: Path
+) -> None:
+    covered, lifts = 0, []
+    for seed in SEEDS:
+        lift, truth = _measure(learned_world, tmp_path / f"seed{seed}", seed)
+        overall = lift["overall"]["lift"]
+        # The warm-up period (no holdout) and this seed's period; only the latter counts.
+        assert lift["configured"] and [p["share"] for p in lift["periods"]] == [0.0, SHARE]
+        assert lift["overall"]["periods"] == 1
+        assert not lift["overall"]["sample_ratio_mismatch"]
+        low, high = overall["absolute_low"], overall["absolute_high"]
+        covered += low <= truth <= high
+        lifts.append((round(truth, 3), round(low, 3), round(high, 3)))
+        assert truth > 0.1  # the learned bandit really is better than uniform here
+    assert covered >= 9, lifts
+
+
+def test_the_report_shows_lift_per_day_and_overall_and_flags_a_share_mismatch(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    root = tmp_path / "report"
+    settings = world_settings(make_settings, root, holdout={"share": 0.2})
+    serve_round(settings, 300, seed=3, tag="one")
+    # The share changes mid-experiment: a new period. Units hash the same, so raising the
+    # share only adds units to the holdout.
+    changed = world_settings(make_settings, root, holdout={"share": 0.4})
+    serve_round(changed, 300, seed=3, tag="two")
+    cycle(changed)
+    con = connect(changed.warehouse)
+    try:
+        report = experiment_report(con, "default", "experiment")
+        as_json = orjson.loads(render(report, "json"))
+        text = render(report, "table", width=200)
+    finally:
+        con.close()
+    lift = as_json["lift"]
+    assert [p["share"] for p in lift["periods"]] == [0.2, 0.4]
+    for period in lift["periods"]:
+        ratio = period["sample_ratio"]
+        assert ratio["units"] == 300 and not ratio["mismatch"]
+        assert abs(ratio["observed_share"] - period["share"]) < 0.1
+        assert period["lift"]["absolute_low"] < period["lift"]["absolute"]
+        assert period["lift"]["absolute"] < period["lift"]["absolute_high"]
+        assert period["bandit"]["learned"] + period["holdout"]["learned"] == 300
+    assert {d["day"] for d in lift["days"]} == {utcnow_naive().date().isoformat()} or {
+        d["day"] for d in lift["days"]
+    } == {(utcnow_naive() - timedelta(minutes=5)).date().isoformat()}
+    assert lift["overall"]["periods"] == 2
+    assert lift["overall"]["lift"]["relative"] is not None
+    assert "holdout share 20%" in text and "holdout share 40%" in text
+    assert "overall (2 period(s))" in text and "sample ratio" in text
+    assert "MISMATCH" not in text
+
+
+@pytest.mark.parametrize(
+    ("share", "units", "held", "mismatch"),
+    [
+        (0.1, 10_000, 1_000, False),
+        (0.1, 10_000, 1_050, False),  # z = 1.67
+        (0.1, 10_000, 1_200, True),  # z = 6.7
+        (0.05, 2_000, 60, True),  # 3% against 5%: z = -4.1
+    ],
+)
+def test_the_sample_ratio_check_flags_a_holdout_share_off_its_setting(
+    share: float, units: int, held: int, mismatch: bool
+) -> None:
+    check = sample_ratio(share, units, held)
+    assert check["mismatch"] is mismatch
+    assert (check["p_value"] < 1e-3) is mismatch
+
+
+def test_no_holdout_means_no_lift_and_the_report_says_so(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    settings = world_settings(make_settings, tmp_path / "none")
+    serve_round(settings, 50, seed=4, tag="only")
+    cycle(settings)
+    con = connect(settings.warehouse)
+    try:
+        report = experiment_report(con, "default", "experiment")
+    finally:
+        con.close()
+    assert report.lift["configured"] is False and report.lift["overall"] is None
+    assert "no holdout configured" in render(report, "table", width=120)
