@@ -270,9 +270,7 @@ def holdout_lift(con: duckdb.DuckDBPyConnection, experiment: str) -> dict[str, A
     rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
     cursor = con.execute(_UNITS_SQL, {"experiment": experiment})
     unit_names = [d[0] for d in cursor.description]
-    units = {
-        int(r[0]): dict(zip(unit_names, r, strict=True)) for r in cursor.fetchall()
-    }
+    units = {int(r[0]): dict(zip(unit_names, r, strict=True)) for r in cursor.fetchall()}
     configured = any((r["share"] or 0.0) > 0.0 for r in rows)
     out: dict[str, Any] = {
         "configured": configured,

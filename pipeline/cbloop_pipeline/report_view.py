@@ -255,8 +255,9 @@ def render_lift(lift: Row, width: int) -> str:
     lines = ["lift over the holdout (bandit minus holdout mean reward, 95% intervals):"]
     for period in lift["periods"]:
         if period["share"] <= 0:
-            lines.append(f"  period {period['period']} (no holdout): {period['from']} .. "
-                         f"{period['to']}")
+            lines.append(
+                f"  period {period['period']} (no holdout): {period['from']} .. {period['to']}"
+            )
             continue
         lines.append(
             f"  period {period['period']} (holdout share {_pct(period['share'])}, "

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from modes_world import SettingsFactory, Served, cycle, serve_round, world_settings
+from modes_world import Served, SettingsFactory, cycle, serve_round, world_settings
 
 from cbloop.clock import utcnow_naive
 from cbloop.settings import Settings, load_settings
