@@ -7,6 +7,7 @@ against holdout decisions. The report's 95% interval must cover it in at least 9
 
 from __future__ import annotations
 
+import logging
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -16,10 +17,12 @@ import orjson
 import pytest
 import yaml
 from modes_world import Served, SettingsFactory, cycle, serve_round, world_settings
+from typer.testing import CliRunner
 
 from cbloop.clock import utcnow_naive
 from cbloop.settings import Settings, load_settings
 from cbloop.storage import open_store
+from cbloop_cli.main import app
 from cbloop_pipeline.ingest import ingest
 from cbloop_pipeline.join import run_join
 from cbloop_pipeline.lift import holdout_lift, sample_ratio
@@ -129,6 +132,28 @@ def test_the_report_shows_lift_per_day_and_overall_and_flags_a_share_mismatch(
     assert "holdout share 20%" in text and "holdout share 40%" in text
     assert "overall (2 period(s))" in text and "sample ratio" in text
     assert "MISMATCH" not in text
+    # The command line gives the same JSON (its config is the last one written).
+    root_logger = logging.getLogger()
+    handlers, level = list(root_logger.handlers), root_logger.level
+    try:
+        result = CliRunner().invoke(
+            app,
+            [
+                "report",
+                "--by",
+                "experiment",
+                "--format",
+                "json",
+                "--config",
+                str(tmp_path / "config.yaml"),
+            ],
+        )
+    finally:
+        # The command points the root logger at CliRunner's stream, closed afterwards.
+        root_logger.handlers[:] = handlers
+        root_logger.setLevel(level)
+    assert result.exit_code == 0, result.output
+    assert orjson.loads(result.stdout)["lift"] == lift
 
 
 @pytest.mark.parametrize(
