@@ -149,7 +149,7 @@ def _table(report: Report, width: int | None) -> str:
     parts = [body, "\n".join(counts)] if counts else [body]
     if report.lift:
         parts.append(render_lift(report.lift, width or 100))
-    apprentice = render_apprentice(report.apprentice)
+    apprentice = render_apprentice(report.apprentice, width or 100)
     if apprentice is not None:
         parts.append(apprentice)
     if report.rows:

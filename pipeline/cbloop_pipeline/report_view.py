@@ -248,6 +248,11 @@ def _ratio_text(check: Row) -> str:
     )
 
 
+def _minute(iso: Any) -> str:
+    """'2026-12-03T07:41:59.123456' -> '2026-12-03 07:41'."""
+    return "-" if iso is None else str(iso)[:16].replace("T", " ")
+
+
 def render_lift(lift: Row, width: int) -> str:
     """The lift section: per period of constant share (and its days), then overall."""
     if not lift.get("configured"):
@@ -256,12 +261,14 @@ def render_lift(lift: Row, width: int) -> str:
     for period in lift["periods"]:
         if period["share"] <= 0:
             lines.append(
-                f"  period {period['period']} (no holdout): {period['from']} .. {period['to']}"
+                f"  period {period['period']} (no holdout): {_minute(period['from'])} .. "
+                f"{_minute(period['to'])}"
             )
             continue
         lines.append(
             f"  period {period['period']} (holdout share {_pct(period['share'])}, "
-            f"{period['from']} .. {period['to']}): {_comparison_text(period)}; "
+            f"{_minute(period['from'])} .. {_minute(period['to'])}): "
+            f"{_comparison_text(period)}; "
             f"{_ratio_text(period['sample_ratio'])}"
         )
         for day in lift["days"]:
@@ -281,7 +288,7 @@ def render_lift(lift: Row, width: int) -> str:
     )
 
 
-def render_apprentice(standing: Row | None) -> str | None:
+def render_apprentice(standing: Row | None, width: int = 100) -> str | None:
     """The newest apprentice assessment: imitation, value against the baseline, graduation."""
     if standing is None:
         return None
@@ -293,4 +300,6 @@ def render_apprentice(standing: Row | None) -> str | None:
         f"{_num(standing['baseline_value'])}",
         f"  graduation: {'yes' if standing['graduate'] else 'no'} ({standing['reason']})",
     ]
-    return "\n".join(parts)
+    if standing.get("graduated_at") is not None:
+        parts.append(f"  graduated to online at {_minute(standing['graduated_at'])} UTC")
+    return "\n".join(textwrap.fill(part, width, subsequent_indent="    ") for part in parts)
