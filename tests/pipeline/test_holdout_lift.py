@@ -25,7 +25,7 @@ from cbloop.storage import open_store
 from cbloop_cli.main import app
 from cbloop_pipeline.ingest import ingest
 from cbloop_pipeline.join import run_join
-from cbloop_pipeline.lift import holdout_lift, sample_ratio
+from cbloop_pipeline.lift import Group, Lift, combine, holdout_lift, sample_ratio
 from cbloop_pipeline.report import experiment_report, render
 from cbloop_pipeline.warehouse import connect
 
@@ -186,3 +186,25 @@ def test_no_holdout_means_no_lift_and_the_report_says_so(
         con.close()
     assert report.lift["configured"] is False and report.lift["overall"] is None
     assert "no holdout configured" in render(report, "table", width=120)
+
+
+def test_lift_formulas_match_welch_and_the_delta_method_and_periods_combine_by_weight() -> None:
+    # Bandit: 100 events, 60 rewards of 1; holdout: 50 events, 20 rewards of 1.
+    bandit, held = Group(100, 100, 100, 60.0, 60.0), Group(50, 50, 50, 20.0, 20.0)
+    lift = Lift.of(bandit, held).to_dict()
+    vb, vh = 0.6 * 0.4 * 100 / 99 / 100, 0.4 * 0.6 * 50 / 49 / 50
+    assert lift["absolute"] == pytest.approx(0.2)
+    assert lift["absolute_high"] - lift["absolute"] == pytest.approx(1.96 * (vb + vh) ** 0.5)
+    assert lift["relative"] == pytest.approx(0.5)
+    rel_var = vb / 0.4**2 + 0.6**2 * vh / 0.4**4
+    assert lift["relative_high"] - lift["relative"] == pytest.approx(1.96 * rel_var**0.5)
+    # Two periods of 150 and 50 learned events: weights 3/4 and 1/4.
+    other = Lift.of(Group(40, 40, 40, 10.0, 10.0), Group(10, 10, 10, 5.0, 5.0))
+    combined = combine([(150, Lift.of(bandit, held)), (50, other)])
+    assert combined.absolute == pytest.approx(0.75 * 0.2 + 0.25 * (0.25 - 0.5))
+    assert combined.absolute_var == pytest.approx(
+        0.75**2 * (vb + vh) + 0.25**2 * float(other.absolute_var or 0)
+    )
+    # No holdout reward yet: no lift, and no interval claimed.
+    empty = Lift.of(bandit, Group(3, 3, 0, 0.0, 0.0)).to_dict()
+    assert empty["absolute"] is None and empty["absolute_low"] is None
