@@ -245,12 +245,13 @@ class ExperimentCatalog:
         if previous is not None and not previous.archived:
             raise ExperimentExists(name)
         version = 1 if previous is None else previous.version + 1
-        record = self._write_with_model(
+        if previous is None:
+            # The first model before the record: a worker that sees the record finds it
+            # (instead of making one of its own at the same moment).
+            self.registry.ensure_initial_model(name, experiment)
+        return self._write_with_model(
             name, version, experiment, previous, by=by, why=why, evidence=evidence
         )
-        # The first model before any worker looks; a worker would create it too.
-        self.registry.ensure_initial_model(name, experiment)
-        return record
 
     def update(
         self,
@@ -301,6 +302,8 @@ class ExperimentCatalog:
     ) -> ExperimentRecord:
         """Write a version; when it changes the VW arguments, start a fresh model as well."""
         if previous is None or self.registry.current(name) is None:
+            if previous is not None:  # archived before it ever had a model
+                self.registry.ensure_initial_model(name, experiment)
             return self._write(name, version, experiment, by=by, why=why, evidence=evidence)
         old_args = previous.experiment().vw_arguments()
         new_args = experiment.vw_arguments()
