@@ -221,7 +221,8 @@ class ExperimentCatalog:
                 seeded.append(name)
                 continue
             stored = self.record(name, heads[name])
-            if _dump(experiment) != stored.settings and not stored.archived:
+            # Compared as validated: a record written before a key existed has its default.
+            if _dump(experiment) != _dump(stored.experiment()) and not stored.archived:
                 logger.warning(
                     "config.yaml differs from the stored experiment; the store's version "
                     "is used (change it with `cbloop experiments update`)",
@@ -273,8 +274,9 @@ class ExperimentCatalog:
                 f"experiment {name!r} is archived (version {current.version}); "
                 "create it again to bring it back"
             )
-        experiment = validate_settings(deep_merge(current.settings, changes))
-        if _dump(experiment) == current.settings:
+        before = _dump(current.experiment())
+        experiment = validate_settings(deep_merge(before, changes))
+        if _dump(experiment) == before:
             return current
         return self._write_with_model(
             name, current.version + 1, experiment, current, by=by, why=why, evidence=evidence

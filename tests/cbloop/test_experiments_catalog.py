@@ -76,9 +76,7 @@ def test_config_seeds_absent_experiments_once_and_never_overrides_the_store(
     assert (news.version, news.by) == (1, "config.yaml")
     assert news.experiment().reward.wait_seconds == 30
 
-    edited = make_settings(
-        experiments={"news": {"reward": {"wait_seconds": 99}}, "shop": {}}
-    )
+    edited = make_settings(experiments={"news": {"reward": {"wait_seconds": 99}}, "shop": {}})
     with caplog.at_level(logging.WARNING, logger="cbloop.experiments"):
         assert catalog.seed(edited) == ["shop"]
     assert catalog.get("news").experiment().reward.wait_seconds == 30
@@ -94,7 +92,10 @@ def test_update_merges_a_partial_mapping_as_a_new_version_with_who_and_why(
 ) -> None:
     catalog.create("home", {"reward": {"wait_seconds": 30, "aggregation": "sum"}}, by="ann")
     updated = catalog.update(
-        "home", {"reward": {"wait_seconds": 60}}, by="bob", why="slower clicks",
+        "home",
+        {"reward": {"wait_seconds": 60}},
+        by="bob",
+        why="slower clicks",
         evidence={"report": "r-7"},
     )
     assert updated.version == 2

@@ -26,9 +26,7 @@ def _json(text: str) -> object:
     return json.loads(text)
 
 
-def test_create_show_update_history_archive(
-    config: Path, run_cli: CliRun, tmp_path: Path
-) -> None:
+def test_create_show_update_history_archive(config: Path, run_cli: CliRun, tmp_path: Path) -> None:
     settings_file = tmp_path / "home.yaml"
     settings_file.write_text("reward:\n  wait_seconds: 30\n  aggregation: sum\n")
     created = run_cli(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -204,3 +205,43 @@ def test_every_route_needs_the_admin_key(
     assert keyed.request(method, path, json=body, headers=CLIENT).status_code == 403
     assert _catalog(keyed).find("x") is None
     assert [r.version for r in _catalog(keyed).history("default")] == [1]
+
+
+def _until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_the_watcher_follows_changes_written_elsewhere(keyed: TestClient) -> None:
+    """Written to the store by another process (the CLI, another worker): no route here ran."""
+    catalog = _catalog(keyed)
+    catalog.create("shop", {"reward": {"min": 0, "max": 1}}, by="cli", why="new")
+
+    def ranks() -> bool:
+        answer = keyed.post("/v1/rank", json=rank_body(experiment="shop"), headers=CLIENT)
+        return answer.status_code == 200
+
+    _until(ranks)
+    first = keyed.get("/v1/experiments/shop/model", headers=ADMIN).json()["model_id"]
+    changed = catalog.update(
+        "shop", {"exploration": {"type": "softmax", "lambda_": 5}}, by="cli", why="softmax"
+    )
+    _until(
+        lambda: (
+            keyed.get("/v1/experiments/shop/model", headers=ADMIN).json()["model_id"]
+            == changed.fresh_model_id
+        )
+    )
+    served = keyed.get("/v1/experiments/shop/model", headers=ADMIN).json()
+    assert served["model_id"] != first and "--softmax" in served["vw_args"]
+    assert served["refused"] == [] and served["behind_pointer"] is False
+    catalog.archive("shop", by="cli", why="closed")
+    _until(
+        lambda: (
+            keyed.post("/v1/rank", json=rank_body(experiment="shop"), headers=CLIENT).status_code
+            == 404
+        )
+    )
+    assert "shop" not in keyed.get("/readyz").json()["models"]
