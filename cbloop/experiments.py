@@ -67,10 +67,15 @@ class ExperimentConflict(ExperimentError):
     """The change collides with the experiment's state (archived, or written concurrently)."""
 
 
+class UnreadableRecord(ExperimentError):
+    """A stored record that does not parse (damaged, or written by hand)."""
+
+
 class ExperimentRecord(BaseModel):
     """One version of one experiment, as stored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Fields a later cbloop adds to records are ignored by this one, not fatal.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     name: str
     version: int
@@ -174,9 +179,12 @@ class ExperimentCatalog:
         except ObjectNotFound:
             raise ExperimentNotFound(name) from None
         try:
-            return ExperimentRecord.model_validate_json(raw)
+            record = ExperimentRecord.model_validate_json(raw)
         except ValidationError as exc:
-            raise ExperimentError(f"stored experiment record {key} is unreadable: {exc}") from exc
+            raise UnreadableRecord(f"stored experiment record {key} is unreadable: {exc}") from exc
+        if record.name != name or record.version != version:
+            raise UnreadableRecord(f"stored experiment record {key} names another version")
+        return record
 
     def find(self, name: str) -> ExperimentRecord | None:
         """The newest version of `name` (archived or not), None when it never existed."""
@@ -191,7 +199,16 @@ class ExperimentCatalog:
         return record
 
     def list(self, include_archived: bool = False) -> builtins.list[ExperimentRecord]:
-        records = [self.record(name, v) for name, v in sorted(self.heads().items())]
+        """The newest version of each experiment; an unreadable one is skipped, with a warning."""
+        records = []
+        for name, version in sorted(self.heads().items()):
+            try:
+                records.append(self.record(name, version))
+            except ExperimentError as exc:
+                logger.warning(
+                    "skipping an unreadable experiment record",
+                    extra={"experiment": name, "version": version, "error": str(exc)},
+                )
         return [r for r in records if include_archived or not r.archived]
 
     def history(self, name: str) -> builtins.list[ExperimentRecord]:

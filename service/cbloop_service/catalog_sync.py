@@ -15,7 +15,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from cbloop.experiments import ExperimentCatalog
+from pydantic import ValidationError
+
+from cbloop.experiments import ExperimentCatalog, UnreadableRecord
 from cbloop.settings import ExperimentSettings, Settings
 from cbloop_service.policy import ModelLoader, ModelRefused, PolicyHolder, PolicySet, open_holder
 
@@ -87,14 +89,23 @@ class CatalogSync:
         archived: set[str],
         experiments: dict[str, ExperimentSettings],
     ) -> None:
-        record = self.catalog.record(name, version)
+        try:
+            record = self.catalog.record(name, version)
+            experiment = record.experiment()
+        except (UnreadableRecord, ValidationError):
+            # Retrying cannot mend it: say so once and keep what serves (the version is
+            # marked seen; a newer, readable one is applied when it comes).
+            logger.exception(
+                "unreadable experiment record; keeping the previous settings",
+                extra={"experiment": name, "version": version},
+            )
+            return
         if record.archived:
             holders.pop(name, None)
             experiments.pop(name, None)
             archived.add(name)
             logger.info("experiment archived", extra={"experiment": name, "version": version})
             return
-        experiment = record.experiment()
         holder = holders.get(name)
         if holder is None:
             holder = open_holder(

@@ -245,3 +245,28 @@ def test_the_watcher_follows_changes_written_elsewhere(keyed: TestClient) -> Non
         )
     )
     assert "shop" not in keyed.get("/readyz").json()["models"]
+
+
+def test_a_damaged_record_leaves_the_worker_serving_what_it_had(keyed: TestClient) -> None:
+    catalog = _catalog(keyed)
+    assert _create(keyed, "shop", {"reward": {"min": 0, "max": 1}}).status_code == 201
+    root = app_settings(keyed).storage.root
+    (root / "experiments" / "shop" / "v000002.json").write_bytes(b'{"name": "shop", "vers')
+    time.sleep(0.5)  # several polls
+    assert (
+        keyed.post("/v1/rank", json=rank_body(experiment="shop"), headers=CLIENT).status_code == 200
+    )
+    refused = keyed.post(
+        "/v1/events/e1/reward", json={"value": 3, "experiment": "shop"}, headers=CLIENT
+    )
+    assert refused.status_code == 422  # the v1 reward range still holds
+    # The rest of the catalog is still followed.
+    catalog.create("other", {}, by="cli", why="new")
+    _until(
+        lambda: (
+            keyed.post("/v1/rank", json=rank_body(experiment="other"), headers=CLIENT).status_code
+            == 200
+        )
+    )
+    shown = keyed.get(f"{BASE}/shop", headers=ADMIN)
+    assert shown.status_code == 422 and "unreadable" in shown.json()["detail"]
