@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from cbloop.experiments import ExperimentCatalog, resolved_settings
 from cbloop.settings import Settings
-from cbloop.storage import open_store
+from cbloop.storage import StorageError, open_store
 from cbloop_pipeline.loop import CycleReport, run_loop
 
 
@@ -58,3 +60,42 @@ def test_named_experiments_no_longer_active_are_skipped(settings: Settings) -> N
         settings_source=lambda: resolved_settings(settings, catalog),
     )
     assert cycled == ["default"]
+
+
+def test_a_catalog_that_cannot_be_read_is_retried_by_the_daemon(settings: Settings) -> None:
+    catalog = ExperimentCatalog(open_store(settings.storage))
+    calls: list[int] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def source() -> Settings:
+        calls.append(1)
+        if len(calls) == 1:
+            raise StorageError("store unreachable")
+        return resolved_settings(settings, catalog)
+
+    def seen(report: CycleReport) -> None:
+        stop.set()
+
+    run_loop(
+        settings,
+        None,
+        every=0.05,
+        once=False,
+        stop=stop,
+        on_cycle=seen,
+        on_failure=lambda name, exc, delay: failures.append(f"{name}: {exc}"),
+        settings_source=source,
+    )
+    assert failures == ["(experiments): store unreachable"]
+    assert len(calls) == 2
+
+
+def test_once_a_catalog_that_cannot_be_read_is_an_error(settings: Settings) -> None:
+    def source() -> Settings:
+        raise StorageError("store unreachable")
+
+    with pytest.raises(StorageError):
+        run_loop(
+            settings, None, every=0.05, once=True, stop=threading.Event(), settings_source=source
+        )
