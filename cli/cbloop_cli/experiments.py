@@ -256,3 +256,30 @@ def register(app: typer.Typer) -> None:
         catalog = open_catalog(settings)
         catalog.seed(settings)
         _print_record(catalog.archive(name, by=_who(by), why=why), fmt)
+
+
+class CatalogWinnerSink:
+    """Puts a winning setting (`cbloop search --apply`) into the catalog as the next version.
+
+    The search's evidence is kept in the version; when the winner's VW arguments differ, the
+    catalog starts a fresh model as for any such change. Meant for the `WinnerSink` slot of
+    `cbloop_cli.tuning` (its `RunFolderSink` stood in for the store).
+    """
+
+    def __init__(self, settings: Settings, by: str | None = None) -> None:
+        self.settings = settings
+        self.by = by
+
+    def apply_winner(
+        self, experiment: str, vw_args: str, exploration: dict[str, Any], evidence: dict[str, Any]
+    ) -> str:
+        catalog = open_catalog(self.settings)
+        catalog.seed(self.settings)
+        record = catalog.update(
+            experiment,
+            {"vw_args": vw_args, "exploration": exploration},
+            by=_who(self.by),
+            why="cbloop search --apply: the winning learning settings",
+            evidence=evidence,
+        )
+        return f"experiment {experiment!r} version {record.version} in the store"

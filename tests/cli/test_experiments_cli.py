@@ -9,6 +9,12 @@ import duckdb
 import pytest
 from cli_helpers import CliRun, write_config
 
+from cbloop.experiments import ExperimentCatalog
+from cbloop.registry import ModelRegistry
+from cbloop.settings import load_settings
+from cbloop.storage import open_store
+from cbloop_cli.experiments import CatalogWinnerSink
+
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
@@ -134,3 +140,22 @@ def test_loop_and_report_follow_the_catalog_not_the_file(
     assert third.exit_code == 0 and "homepage cycle" not in third.stdout
     gone = run_cli(config, "report", "-e", "homepage")
     assert gone.exit_code == 2 and "unknown experiment" in gone.output
+
+
+def test_a_search_winner_becomes_the_next_version_with_its_evidence(config: Path) -> None:
+    settings = load_settings(config, env={})
+    store = open_store(settings.storage)
+    ModelRegistry(store).ensure_initial_model("default", settings.experiment("default"))
+    evidence = {"estimator": "dr", "winner": {"value": 0.7}, "current": {"value": 0.5}}
+
+    where = CatalogWinnerSink(settings, by="search").apply_winner(
+        "default", "--interactions :A -b 16", {"type": "egreedy", "epsilon": 0.1}, evidence
+    )
+
+    record = ExperimentCatalog(store).get("default")
+    assert where == "experiment 'default' version 2 in the store"
+    assert (record.version, record.by, record.evidence) == (2, "search", evidence)
+    assert record.experiment().vw_args == "--interactions :A -b 16"
+    assert record.fresh_model_id is not None
+    pointer = ModelRegistry(store).current("default")
+    assert pointer is not None and pointer.model_id == record.fresh_model_id
