@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable
 from datetime import timedelta
@@ -11,33 +10,14 @@ from typing import Any
 
 import duckdb
 import orjson
-import pytest
 from click.testing import Result
 from fastapi.testclient import TestClient
 from service_helpers import ClientFactory, logged, publish_model, rank_body, train_model
-from typer.testing import CliRunner
 
 from cbloop import clock
 from cbloop.registry import ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
-from cbloop_cli.main import app
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Callable[..., Result]:
-    """Run a cbloop command with the test's config.yaml (written by make_settings)."""
-
-    def run(*args: str) -> Result:
-        root = logging.getLogger()
-        handlers, level = list(root.handlers), root.level
-        try:
-            return CliRunner().invoke(app, [*args, "--config", str(tmp_path / "config.yaml")])
-        finally:
-            root.handlers[:] = handlers
-            root.setLevel(level)
-
-    return run
 
 
 def _write_lines(path: Path, bodies: list[Any]) -> Path:
