@@ -176,7 +176,7 @@ def _print_search(result: SearchResult) -> None:
         table.add_column(column, justify="right" if column in ("#", "estimate", "ESS") else "left")
     for row, score in zip(_search_rows(result), result.ranked, strict=True):
         est = score.estimate
-        label = row["name"] + (" (current)" if score.name == result.current.name else "")
+        label = row["name"]
         table.add_row(
             str(row["rank"]),
             label,
@@ -230,7 +230,7 @@ def _print_features(report: FeatureReport) -> None:
         title=f"{report.experiment}: {opts.estimator} {_fmt(report.full.value)} "
         f"{_interval(report.full)} with every namespace, {report.eval_events} eval events"
     )
-    for column in ("ns", "namespaces", "without", "loss without it", "paired interval", ""):
+    for column in ("ns", "namespaces", "without", "loss without it", "paired interval", "verdict"):
         table.add_column(column)
     for effect in report.effects:
         d = effect.delta

@@ -35,7 +35,9 @@ def _draw(
     reference: float | None = None,
 ) -> None:
     labels, points, colors = _rows(labels, points, colors)
-    fig, ax = plt.subplots(figsize=(8, 0.4 * len(labels) + 1.6))
+    # Room for the longest label beside a plot area of about 5 inches.
+    width = 5.0 + 0.07 * max((len(label) for label in labels), default=0)
+    fig, ax = plt.subplots(figsize=(width, 0.4 * len(labels) + 1.6))
     for y, ((value, ci_low, ci_high), color) in enumerate(zip(points, colors, strict=True)):
         low = ci_low if math.isfinite(ci_low) else value
         high = ci_high if math.isfinite(ci_high) else value
@@ -44,7 +46,7 @@ def _draw(
         ax.axvline(0.0, color="black", linewidth=0.8)
     if reference is not None and math.isfinite(reference):
         ax.axvline(reference, color="tab:orange", linestyle="--", linewidth=0.8)
-    ax.set_yticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels, fontsize=9)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.set_title(title)
