@@ -17,6 +17,7 @@ VW's first character `n` and carry no signal.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,10 +25,11 @@ from cbloop.clock import format_ts
 from cbloop.encoding import build_vw_context, decision_line, encode_context, outcome_line
 from cbloop.eventlog.layout import segment_key
 from cbloop.sampling import split_draw
-from cbloop.settings import Settings
-from cbloop.storage import open_store
+from cbloop.settings import ExperimentSettings, Settings
+from cbloop.storage import ObjectStore, open_store
 from cbloop_pipeline.ingest import ingest
 from cbloop_pipeline.join import run_join
+from cbloop_pipeline.join_catalog import FinishedJoin
 from cbloop_pipeline.warehouse import connect
 
 SEGMENTS = 10
@@ -106,3 +108,16 @@ def log_and_join(settings: Settings, n: int, *, seed: int) -> None:
         run_join(con, store, "default", settings.experiment("default"))
     finally:
         con.close()
+
+
+@dataclass(frozen=True)
+class World:
+    """A logged and joined world: its settings, store and finished joins."""
+
+    settings: Settings
+    store: ObjectStore
+    joins: list[FinishedJoin]
+
+    @property
+    def experiment(self) -> ExperimentSettings:
+        return self.settings.experiment("default")

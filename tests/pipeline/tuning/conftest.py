@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from tuning_world import EXPERIMENT, log_and_join
+from tuning_world import EXPERIMENT, World, log_and_join
 
-from cbloop.settings import ExperimentSettings, Settings
-from cbloop.storage import ObjectStore, open_store
-from cbloop_pipeline.join_catalog import FinishedJoin, finished_joins
+from cbloop.settings import Settings
+from cbloop.storage import open_store
+from cbloop_pipeline.join_catalog import finished_joins
 from cbloop_pipeline.warehouse import connect
-
-
-@dataclass(frozen=True)
-class World:
-    settings: Settings
-    store: ObjectStore
-    joins: list[FinishedJoin]
-
-    @property
-    def experiment(self) -> ExperimentSettings:
-        return self.settings.experiment("default")
 
 
 def _world(make_settings: Callable[..., Settings], n: int, **experiment: Any) -> World:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import World
+from tuning_world import World
 
 from cbloop_pipeline.tuning.features import evaluate_features
 

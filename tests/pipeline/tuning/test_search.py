@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import World
-from tuning_world import HIGH, UNIFORM_VALUE
+from tuning_world import HIGH, UNIFORM_VALUE, World
 
 from cbloop_pipeline.tuning.grid import expand
 from cbloop_pipeline.tuning.search import SearchOptions, run_search
