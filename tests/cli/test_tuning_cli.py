@@ -11,7 +11,7 @@ import yaml
 from cli_helpers import CliRun
 from tuning_world import EXPERIMENT, log_and_join
 
-from cbloop.settings import Settings
+from cbloop.settings import ExperimentSettings, Settings
 
 GRID = """\
 interactions:
@@ -67,6 +67,8 @@ def test_search_apply_writes_the_cross_as_winner(
     winner = yaml.safe_load((out / "winner.yaml").read_text())
     assert "-q ui" in winner["experiments"]["default"]["vw_args"]
     assert winner["experiments"]["default"]["exploration"]["type"] == "squarecb"
+    # The fragment is a valid experiment definition as it stands.
+    ExperimentSettings.model_validate(winner["experiments"]["default"])
     record = json.loads((out / "search.json").read_text())
     assert record["decision"]["apply"] is True and record["decision"]["requested"] is True
     assert record["decision"]["applied_to"] == str(out / "winner.yaml")
@@ -117,3 +119,31 @@ def test_features_reports_namespaces_and_warnings(
     assert verdicts["n"] == "negligible"
     assert verdicts["u"] == "helps" and verdicts["i"] == "helps"
     assert (out / "features.png").exists() and (out / "features.csv").exists()
+
+
+def test_unknown_estimator_is_a_cli_error(
+    run_cli: CliRun, world_config: Path, grid_file: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        world_config,
+        "search",
+        "--grid",
+        str(grid_file),
+        "--estimator",
+        "magic",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert result.exit_code == 2
+    assert "unknown estimator 'magic'" in result.output
+
+
+def test_search_without_joins_says_what_is_missing(
+    run_cli: CliRun, make_settings: Callable[..., Settings], tmp_path: Path, grid_file: Path
+) -> None:
+    make_settings(experiments={"default": dict(EXPERIMENT)})
+    result = run_cli(
+        tmp_path / "config.yaml", "search", "--grid", str(grid_file), "--out", str(tmp_path / "o")
+    )
+    assert result.exit_code == 2
+    assert "no join has train events" in result.output
