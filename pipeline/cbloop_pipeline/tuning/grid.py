@@ -83,6 +83,10 @@ class Candidate:
     def vw_arguments(self) -> str:
         return self.settings.vw_arguments()
 
+    def key(self) -> tuple[tuple[str, ...], ...]:
+        """The VW arguments as a set of flag groups: equal keys are the same learner."""
+        return canonical(self.vw_arguments())
+
     def describe(self) -> str:
         e = self.settings.exploration
         detail = {
@@ -93,6 +97,25 @@ class Candidate:
             "squarecb": f"gamma_scale={e.gamma_scale:g}",
         }[e.type]
         return f"{self.vw_args} | {e.type} {detail}"
+
+
+def canonical(vw_arguments: str) -> tuple[tuple[str, ...], ...]:
+    """Flags with their values, in sorted order (VW does not care about the order)."""
+    groups: list[tuple[str, ...]] = []
+    for token in shlex.split(vw_arguments):
+        if (token.startswith("-") and not _is_number(token)) or not groups:
+            groups.append((token,))
+        else:
+            groups[-1] = (*groups[-1], token)
+    return tuple(sorted(groups))
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
 
 def _without(tokens: list[str], flags: Sequence[str]) -> list[str]:
@@ -166,7 +189,7 @@ def expand(grid: Mapping[str, Any], base: ExperimentSettings) -> list[Candidate]
     if len(combos) > MAX_CANDIDATES:
         raise GridError(f"the grid has {len(combos)} combinations; at most {MAX_CANDIDATES}")
     out: list[Candidate] = []
-    seen: set[str] = set()
+    seen: set[tuple[tuple[str, ...], ...]] = set()
     for interactions, bits, rate, exploration in combos:
         name = f"c{len(out) + 1:02d}"
         cand = candidate(
@@ -175,7 +198,7 @@ def expand(grid: Mapping[str, Any], base: ExperimentSettings) -> list[Candidate]
             exploration=exploration or {},
             name=name,
         )
-        key = cand.vw_arguments()
+        key = cand.key()
         if key not in seen:
             seen.add(key)
             out.append(cand)

@@ -191,7 +191,7 @@ def run_search(
     the eval events and reward model are ready, `on_scored` after each candidate."""
     options = options or SearchOptions()
     current = current_candidate(experiment)
-    todo = [current] + [c for c in candidates if c.vw_arguments() != current.vw_arguments()]
+    todo = [current] + [c for c in candidates if c.key() != current.key()]
     with prepared(
         store,
         joins,

@@ -11,6 +11,7 @@ from cbloop_pipeline.tuning.grid import (
     DEFAULT_GRID,
     MAX_CANDIDATES,
     GridError,
+    current_candidate,
     expand,
     grid_candidates,
 )
@@ -70,3 +71,11 @@ def test_oversized_grid_is_refused() -> None:
     grid = {"learning_rate": [0.01 * (i + 1) for i in range(MAX_CANDIDATES + 1)]}
     with pytest.raises(GridError, match="combinations"):
         expand(grid, BASE)
+
+
+def test_candidates_differing_only_in_flag_order_are_one() -> None:
+    base = ExperimentSettings(vw_args="-b 18 --interactions :A")
+    grid = {"interactions": ["--interactions :A"], "bits": [18]}
+    (cand,) = expand(grid, base)
+    assert cand.vw_args != base.vw_args
+    assert cand.key() == current_candidate(base).key()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tuning_world import HIGH, UNIFORM_VALUE, World
 
-from cbloop_pipeline.tuning.grid import expand
+from cbloop_pipeline.tuning.grid import expand, grid_candidates
 from cbloop_pipeline.tuning.search import SearchOptions, run_search
 
 
@@ -39,3 +39,17 @@ def test_search_ranks_the_missing_cross_first_and_would_apply_it(cross_world: Wo
     assert decision.apply, decision.reason
     record = result.to_dict()
     assert record["winner"] == winner.name and record["decision"]["apply"] is True
+
+
+def test_default_grid_finds_a_cross_the_default_settings_lack(cross_world: World) -> None:
+    result = run_search(
+        cross_world.store,
+        "default",
+        cross_world.experiment,
+        cross_world.joins,
+        grid_candidates(None, cross_world.experiment),
+    )
+    # The default grid's all-pairs option (`--interactions ::`) holds user x item.
+    assert "--interactions ::" in result.winner.candidate.vw_args
+    assert result.lift is not None and result.lift.ci_low > 0.3
+    assert result.decision().apply
