@@ -198,9 +198,9 @@ def expand(grid: Mapping[str, Any], base: ExperimentSettings) -> list[Candidate]
             exploration=exploration or {},
             name=name,
         )
-        key = cand.key()
-        if key not in seen:
-            seen.add(key)
+        learner = cand.key()
+        if learner not in seen:
+            seen.add(learner)
             out.append(cand)
     return out
 
