@@ -18,6 +18,7 @@ event), "helps"/"hurts" when the interval excludes 0 and the change is at least
 from __future__ import annotations
 
 import logging
+import math
 import shlex
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -121,6 +122,12 @@ def _run(data: RunData, vw_arguments: str, label: str) -> EvaluationResult | str
         return str(exc)
 
 
+def _worth(effect: NamespaceEffect) -> float:
+    """Sort key: the value a namespace adds; failed runs last."""
+    d = effect.delta
+    return d.value if d is not None and not math.isnan(d.value) else -math.inf
+
+
 def evaluate_features(
     store: ObjectStore,
     name: str,
@@ -181,7 +188,7 @@ def evaluate_features(
                 char, tuple(names), run.estimates.get(estimator), delta, None, min_effect
             )
         )
-    effects.sort(key=lambda e: -(e.delta.value if e.delta else float("-inf")))
+    effects.sort(key=_worth, reverse=True)
     return FeatureReport(
         name,
         options,

@@ -53,3 +53,19 @@ def test_default_grid_finds_a_cross_the_default_settings_lack(cross_world: World
     assert "--interactions ::" in result.winner.candidate.vw_args
     assert result.lift is not None and result.lift.ci_low > 0.3
     assert result.decision().apply
+
+
+def test_a_candidate_vw_refuses_ranks_last_with_its_reason(cross_world: World) -> None:
+    grid = {"interactions": ["-q ui --cb_type bogus", "-q ui"]}
+    result = run_search(
+        cross_world.store,
+        "default",
+        cross_world.experiment,
+        cross_world.joins,
+        expand(grid, cross_world.experiment),
+    )
+    last = result.ranked[-1]
+    assert "bogus" in last.candidate.vw_args
+    assert last.estimate is None and last.error is not None and "bogus" in last.error
+    assert "-q ui" in result.winner.candidate.vw_args and result.winner.error is None
+    assert result.to_dict()["ranked"][-1]["error"] == last.error
