@@ -110,17 +110,16 @@ def rank(request: RankRequest, policy: PolicyHolder, decisions: SegmentWriter) -
     eligible = [a for a in request.actions if a.id not in excluded] if excluded else request.actions
     if not eligible:
         raise AllActionsExcluded()
-    action_ids = [a.id for a in eligible]
+    event_id = request.event_id or secrets.token_hex(16)
+    pairs = [(a.id, a.features) for a in eligible]
+    action_ids = [pair[0] for pair in pairs]
     baseline = (
         0
         if request.baseline_action is None
         else baseline_index(request.baseline_action, action_ids, excluded)
     )
-    event_id = request.event_id or secrets.token_hex(16)
     unit_id = request.unit_id or event_id
-    c_json = encode_context(
-        build_vw_context(request.context, [(a.id, a.features) for a in eligible])
-    )
+    c_json = encode_context(build_vw_context(request.context, pairs))
     model = policy.model  # one read: a concurrent swap cannot mix two models in this request
     settings = policy.settings
     mode, holdout, share = "online", False, settings.holdout.share
