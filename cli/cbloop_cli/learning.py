@@ -13,7 +13,7 @@ import typer
 from cbloop.settings import Settings
 from cbloop_cli.common import ConfigOption, settings_from
 from cbloop_cli.errors import fail
-from cbloop_cli.experiments import catalog_settings, catalog_settings_from
+from cbloop_cli.experiments import catalog_settings, catalog_settings_from, open_catalog
 
 if TYPE_CHECKING:
     from cbloop_pipeline.deploy import Decision
@@ -303,6 +303,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Ingest, join, train, evaluate and deploy, every DURATION (one loop at a time)."""
         from cbloop.settings import parse_duration
+        from cbloop_pipeline.graduation import CatalogModeSwitch
         from cbloop_pipeline.lock import LockHeld, exclusive_lock
         from cbloop_pipeline.loop import run_loop
 
@@ -345,6 +346,9 @@ def register(app: typer.Typer) -> None:
                     stop=stop,
                     on_cycle=_after_cycle,
                     on_failure=_print_failure,
+                    # A graduated apprentice becomes online in the catalog, so the workers
+                    # serve it online within a poll.
+                    mode_switch=CatalogModeSwitch(open_catalog(base)),
                 )
         except LockHeld as exc:
             # Its own status, so that a scheduler can tell "already running" from a failure.

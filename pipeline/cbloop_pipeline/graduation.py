@@ -18,9 +18,12 @@ shows an action other than the baseline, so no estimate of a different policy ca
 experiment never graduates, and the reason says so. The same holds for eval data in which no
 decision explored at all.
 
-A graduation is persisted through a `ModeSwitch`. The default records it in the warehouse
-(`graduations`, migration 0040); the loop reads that table and treats the experiment as
-online from the next cycle. An experiment store can implement the same protocol.
+A graduation is always recorded in the warehouse (`graduations`, migration 0040), and the loop
+treats an experiment found there as online from the next cycle. A `ModeSwitch` handed to the
+loop applies it where the experiment is defined: `CatalogModeSwitch` writes `mode: online` as
+the experiment's next version in the store's catalog, with the evidence, so every worker
+serves it online within a poll (`cbloop loop` passes one). The switch runs first: if it
+fails, nothing is recorded and the next cycle assesses the same evaluation again.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import duckdb
 import numpy as np
 
 from cbloop.clock import utcnow_naive
+from cbloop.experiments import ExperimentCatalog
 from cbloop.registry import ModelRegistry
 from cbloop.settings import ApprenticeSettings, ExperimentSettings
 from cbloop_pipeline.join_catalog import finished_joins
@@ -87,6 +91,28 @@ class WarehouseModeSwitch:
                 evidence["n_events"],
                 json.dumps(dict(evidence)),
             ],
+        )
+
+
+class CatalogModeSwitch:
+    """Writes `mode: online` as the experiment's next catalog version, with the evidence."""
+
+    def __init__(self, catalog: ExperimentCatalog, by: str = "cbloop loop") -> None:
+        self.catalog = catalog
+        self.by = by
+
+    def switch_to_online(self, experiment: str, evidence: Mapping[str, Any]) -> None:
+        self.catalog.update(
+            experiment,
+            {"mode": "online"},
+            by=self.by,
+            why=(
+                f"apprentice graduated: {evidence['estimator']} lower bound "
+                f"{evidence['lower_bound']:.4f} beats the baseline's value "
+                f"{evidence['baseline_value']:.4f} + margin {evidence['margin']:g} on "
+                f"{evidence['n_events']} eval events"
+            ),
+            evidence=dict(evidence),
         )
 
 
@@ -317,11 +343,14 @@ def graduation_step(
     registry: ModelRegistry,
     name: str,
     settings: ExperimentSettings,
-    switch: ModeSwitch,
+    switch: ModeSwitch | None = None,
     *,
     work_dir: Path | None = None,
 ) -> tuple[str, str]:
-    """The loop's step for an apprentice experiment: (status, detail)."""
+    """The loop's step for an apprentice experiment: (status, detail).
+
+    A graduation goes to `switch` first (if any), then to the warehouse's `graduations`.
+    """
     if effective_mode(con, name, settings) != "apprentice":
         return "skipped", f"mode is {effective_mode(con, name, settings)}, not apprentice"
     newest = _newest_evaluation(con, name)
@@ -342,10 +371,13 @@ def graduation_step(
         work_dir=work_dir,
     )
     decision = assess_graduation(settings.apprentice, standing)
-    _record(con, name, standing, decision)
     if decision.graduate and settings.apprentice.graduate.enabled:
-        switch.switch_to_online(name, decision.evidence)
+        if switch is not None:
+            switch.switch_to_online(name, decision.evidence)
+        WarehouseModeSwitch(con).switch_to_online(name, decision.evidence)
+        _record(con, name, standing, decision)
         logger.info("%s graduated to online: %s", name, decision.reason)
         return "done", f"graduated to online: {decision.reason}"
+    _record(con, name, standing, decision)
     verdict = "would graduate (graduate.enabled is false)" if decision.graduate else "stays"
     return "done", f"{verdict}: {decision.reason}"

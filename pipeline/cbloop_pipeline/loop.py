@@ -35,7 +35,7 @@ from cbloop_pipeline import loop_state
 from cbloop_pipeline.dashboard.snapshot import publish_quietly
 from cbloop_pipeline.deploy import deploy, latest_candidate
 from cbloop_pipeline.evaluate import evaluate_candidate
-from cbloop_pipeline.graduation import ModeSwitch, WarehouseModeSwitch, graduation_step
+from cbloop_pipeline.graduation import ModeSwitch, graduation_step
 from cbloop_pipeline.ingest import ingest
 from cbloop_pipeline.join import run_join
 from cbloop_pipeline.join_catalog import finished_joins
@@ -215,7 +215,7 @@ def _graduate(ctx: _Context, cycle: int, switch: ModeSwitch | None) -> StepRepor
             ctx.registry,
             ctx.name,
             experiment,
-            switch if switch is not None else WarehouseModeSwitch(ctx.con),
+            switch,
             work_dir=ctx.work_dir,
         )
     except Exception as exc:
@@ -253,8 +253,9 @@ def run_cycle(
 ) -> CycleReport:
     """One full cycle for one experiment (or the rest of an interrupted one).
 
-    `mode_switch` persists an apprentice's graduation to online (default: the warehouse's
-    `graduations` table, see pipeline.graduation).
+    `mode_switch` applies an apprentice's graduation to online where the experiment is
+    defined (e.g. the catalog); it is recorded in the warehouse's `graduations` either way
+    (see pipeline.graduation).
 
     `unrecorded`: failures that happened while the warehouse could not be written (it was
     busy); they are recorded in loop_steps as soon as it can be, then removed from the list.

@@ -18,7 +18,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from cbloop.experiments import ExperimentCatalog, resolved_settings
 from cbloop.settings import Settings
+from cbloop.storage import open_store
+from cbloop_pipeline.graduation import CatalogModeSwitch
 from cbloop_pipeline.loop import CycleReport, run_cycle
 from cbloop_service.app import create_app
 
@@ -120,5 +123,16 @@ def serve_round(
     return served
 
 
+def catalog(settings: Settings) -> ExperimentCatalog:
+    return ExperimentCatalog(open_store(settings.storage))
+
+
+def change(settings: Settings, **changes: Any) -> None:
+    """Change the experiment as an admin would: a new version in the store's catalog."""
+    catalog(settings).update("default", changes, by="test", why="the test changes it")
+
+
 def cycle(settings: Settings) -> CycleReport:
-    return run_cycle(settings, "default")
+    """One loop cycle as `cbloop loop` runs it: on the catalog's settings, with its switch."""
+    current = resolved_settings(settings, catalog(settings))
+    return run_cycle(current, "default", mode_switch=CatalogModeSwitch(catalog(settings)))

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import duckdb
 import orjson
-from modes_world import ACTIONS, UNIFORM_VALUE, SettingsFactory, cycle, serve_round, world_settings
+from modes_world import (
+    ACTIONS,
+    UNIFORM_VALUE,
+    SettingsFactory,
+    catalog,
+    cycle,
+    serve_round,
+    world_settings,
+)
 
 from cbloop.settings import Settings
 from cbloop_pipeline.graduation import effective_mode, graduation_of, latest_assessment
@@ -79,11 +87,17 @@ def test_an_apprentice_whose_bandit_is_truly_better_graduates_with_its_evidence(
     assert "graduation: yes" in text and "imitates the baseline" in text
     assert data["apprentice"]["graduate"] is True
     assert data["apprentice"]["graduated_at"] is not None
-    # From the next cycle on the loop treats the experiment as online: no more assessments.
-    serve_round(settings, 100, seed=1, tag="after")
-    after = cycle(settings)
-    [step] = [s for s in after.steps if s.step == "graduate"]
-    assert step.status == "skipped" and "mode is online" in step.detail
+    # The switch is the experiment's next version in the catalog, with the evidence: the
+    # service serves it online from then on, and the loop no longer assesses it.
+    record = catalog(settings).get("default")
+    assert record.experiment().mode == "online" and record.by == "cbloop loop"
+    assert record.evidence is not None and record.evidence["eval_id"] == evidence["eval_id"]
+    assert "apprentice graduated" in record.why
+    after = serve_round(settings, 100, seed=1, tag="after", baseline=_fixed_baseline)
+    assert {a["mode"] for a in after.answers} == {"online"}
+    assert not all(a["action_id"] == ACTIONS[0] for a in after.answers)
+    again = cycle(settings)
+    assert [s for s in again.steps if s.step == "graduate"] == []
 
 
 def test_an_apprentice_whose_baseline_is_already_best_does_not_graduate(

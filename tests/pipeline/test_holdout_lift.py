@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from modes_world import Served, SettingsFactory, cycle, serve_round, world_settings
+from modes_world import Served, SettingsFactory, change, cycle, serve_round, world_settings
 from typer.testing import CliRunner
 
 from cbloop.clock import utcnow_naive
@@ -59,9 +59,8 @@ def _settings_factory(folder: Path) -> SettingsFactory:
 def _measure(learned: Path, root: Path, seed: int) -> tuple[dict[str, Any], float]:
     """(the report's lift section, the true lift) of one seeded run on a copy of `learned`."""
     shutil.copytree(learned, root)
-    settings = world_settings(
-        _settings_factory(root.parent), root, holdout={"share": SHARE, "policy": "uniform"}
-    )
+    settings = world_settings(_settings_factory(root.parent), root)
+    change(settings, holdout={"share": SHARE, "policy": "uniform"})
     served = serve_round(settings, 500, seed=seed, tag="learned")
     con = connect(settings.warehouse)
     try:
@@ -105,10 +104,10 @@ def test_the_report_shows_lift_per_day_and_overall_and_flags_a_share_mismatch(
     serve_round(settings, 300, seed=3, tag="one")
     # The share changes mid-experiment: a new period. Units hash the same, so raising the
     # share only adds units to the holdout.
-    changed = world_settings(make_settings, root, holdout={"share": 0.4})
-    serve_round(changed, 300, seed=3, tag="two")
-    cycle(changed)
-    con = connect(changed.warehouse)
+    change(settings, holdout={"share": 0.4})
+    serve_round(settings, 300, seed=3, tag="two")
+    cycle(settings)
+    con = connect(settings.warehouse)
     try:
         report = experiment_report(con, "default", "experiment")
         as_json = orjson.loads(render(report, "json"))
@@ -132,7 +131,7 @@ def test_the_report_shows_lift_per_day_and_overall_and_flags_a_share_mismatch(
     assert "holdout share 20%" in text and "holdout share 40%" in text
     assert "overall (2 period(s))" in text and "sample ratio" in text
     assert "MISMATCH" not in text
-    # The command line gives the same JSON (its config is the last one written).
+    # The command line gives the same JSON.
     root_logger = logging.getLogger()
     handlers, level = list(root_logger.handlers), root_logger.level
     try:
