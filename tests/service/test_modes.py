@@ -239,3 +239,54 @@ def test_the_openapi_schema_documents_the_new_request_and_answer_fields(
     answer = schemas["RankResponse"]["properties"]
     assert {"mode", "holdout", "unit_id"} <= set(answer)
     assert set(schemas["RankResponse"]["required"]) >= {"mode", "holdout", "unit_id"}
+
+
+ADMIN_KEY = "admin-key-modes"
+ADMIN = {"X-API-Key": ADMIN_KEY}
+ADMIN_BASE = "/v1/admin/experiments"
+
+
+@pytest.fixture
+def admin(make_client: ClientFactory) -> TestClient:
+    return make_client(service={"admin_api_keys": [ADMIN_KEY], "model_poll_seconds": 0.1})
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"mode": "greedy"}, "mode"),
+        ({"holdout": {"share": 0.51}}, "holdout.share"),
+        ({"holdout": {"share": -0.1}}, "holdout.share"),
+        ({"holdout": {"policy": "best"}}, "holdout.policy"),
+        ({"apprentice": {"epsilon": 1.2}}, "apprentice.epsilon"),
+        ({"apprentice": {"epsilon": -1}}, "apprentice.epsilon"),
+    ],
+)
+def test_a_bad_mode_share_or_epsilon_over_the_admin_api_is_a_422_naming_it_and_changes_nothing(
+    admin: TestClient, settings: dict[str, Any], field: str
+) -> None:
+    bad = admin.patch(
+        f"{ADMIN_BASE}/default", json={"settings": settings, "why": "try it"}, headers=ADMIN
+    )
+    assert bad.status_code == 422, bad.text
+    assert [e["field"] for e in bad.json()["errors"]] == [field]
+    history = admin.get(f"{ADMIN_BASE}/default/history", headers=ADMIN).json()["versions"]
+    assert len(history) == 1
+    answer = admin.post("/v1/rank", json=rank_body()).json()
+    assert (answer["mode"], answer["holdout"]) == ("online", False)
+    assert [line["mode"] for line in _log(admin)] == ["online"]
+
+
+def test_a_mode_changed_over_the_admin_api_is_served_at_once(admin: TestClient) -> None:
+    changed = admin.patch(
+        f"{ADMIN_BASE}/default",
+        json={"settings": {"mode": "logging_only"}, "why": "watch first"},
+        headers=ADMIN,
+    )
+    assert changed.status_code == 200, changed.text
+    answer = admin.post("/v1/rank", json=rank_body(baseline_action="a2")).json()
+    assert (answer["mode"], answer["action_id"], answer["probability"]) == (
+        "logging_only",
+        "a2",
+        1.0,
+    )
