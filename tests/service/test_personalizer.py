@@ -21,7 +21,7 @@ from personalizer_helpers import (
     running,
     settings_at,
 )
-from service_helpers import ClientFactory, publish_model, train_model
+from service_helpers import ClientFactory, logged, publish_model, train_model
 
 from cbloop.settings import Settings
 
@@ -154,8 +154,6 @@ def test_the_experiment_prefix_decides_with_that_experiment(
     body = {"contextFeatures": CONTEXT, "actions": actions(2), "eventId": "which-1"}
     assert client.post("/experiments/other/personalizer/v1.0/rank", json=body).status_code == 201
     root = client.app.state.service.settings.storage.root  # type: ignore[attr-defined]
-    from service_helpers import logged
-
     assert [d["experiment"] for d in logged(root, "decisions")] == ["other"]
 
 
@@ -238,7 +236,9 @@ def test_the_key_arrives_in_ocp_apim_subscription_key(make_client: ClientFactory
     assert set(missing.json()["error"]) >= {"code", "message"}
     wrong = client.post(PERSONALIZER_RANK, json=body, headers={"Ocp-Apim-Subscription-Key": "x"})
     assert wrong.status_code == 401
-    ok = client.post(PERSONALIZER_RANK, json=body, headers={"Ocp-Apim-Subscription-Key": "client-k"})
+    ok = client.post(
+        PERSONALIZER_RANK, json=body, headers={"Ocp-Apim-Subscription-Key": "client-k"}
+    )
     assert ok.status_code == 201
     event = ok.json()["eventId"]
     reward = client.post(

@@ -5,17 +5,20 @@ and `policy`, and turn a Personalizer write into cbloop settings changes (dotted
 experiment's settings, e.g. `reward.wait_seconds`) with `configuration_changes` and
 `policy_changes`, which an `ExperimentWriter` applies.
 
-| Personalizer field      | cbloop setting                                   |
-|-------------------------|--------------------------------------------------|
-| rewardWaitTime (ISO 8601 duration, e.g. PT10M) | `reward.wait_seconds`     |
-| defaultReward           | `reward.default` (null: unrewarded events are skipped) |
-| rewardAggregation       | `reward.aggregation` (`earliest`; Personalizer's `average` is `mean`) |
-| explorationPercentage   | `exploration.epsilon`, with `exploration.type: egreedy` (Personalizer explored epsilon-greedily); null when the experiment explores otherwise (SquareCB, softmax) |
-| learningMode            | `learning_mode` (`Online` / `Apprentice` / `LoggingOnly` = `online` / `apprentice` / `logging_only`) |
-| modelExportFrequency    | read only: `service.model_poll_seconds` (how soon workers pick up a new model) |
-| logRetentionDays        | read only: `retention.joined_segments_days` (-1: kept forever) |
-| policy `arguments`      | `vw_args` (learning flags, cbloop's whitelist) + `exploration` (from `--epsilon`, `--bag`, `--cover`, `--softmax`/`--lambda`, `--squarecb`/`--gamma_scale`); `--cb_explore_adf` is implied |
-| policy `name`           | the experiment's name (read only) |
+* `rewardWaitTime` (ISO 8601 duration, e.g. `PT10M`): `reward.wait_seconds`.
+* `defaultReward`: `reward.default` (null: unrewarded events are skipped).
+* `rewardAggregation`: `reward.aggregation` (Personalizer's `average` is cbloop's `mean`).
+* `explorationPercentage`: `exploration.epsilon` with `exploration.type: egreedy`
+  (Personalizer explored epsilon-greedily); null while the experiment explores otherwise
+  (SquareCB, softmax).
+* `learningMode` `Online` / `Apprentice` / `LoggingOnly`: `learning_mode` `online` /
+  `apprentice` / `logging_only`.
+* `modelExportFrequency`: read only, `service.model_poll_seconds` (how soon workers take a
+  new model).
+* `logRetentionDays`: read only, `retention.joined_segments_days` (-1: kept forever).
+* policy `arguments`: `vw_args` (learning flags, through cbloop's whitelist) and `exploration`
+  (from `--epsilon`, `--bag`, `--cover`, `--softmax`/`--lambda`, `--squarecb`/`--gamma_scale`);
+  `--cb_explore_adf` is implied. Policy `name`: the experiment's name (read only).
 
 Fields Personalizer had and cbloop does not (log mirroring, auto-optimisation, model
 retrain days) are answered with their "off" values and refused when set to anything else.
@@ -108,9 +111,10 @@ def configuration_changes(
         seconds = duration_seconds(body.reward_wait_time, "rewardWaitTime")
         if seconds != experiment.reward.wait_seconds:
             changes["reward.wait_seconds"] = seconds
-    if "default_reward" in body.model_fields_set:
-        if body.default_reward != experiment.reward.default:
-            changes["reward.default"] = body.default_reward
+    if "default_reward" in body.model_fields_set and (
+        body.default_reward != experiment.reward.default
+    ):
+        changes["reward.default"] = body.default_reward
     if body.reward_aggregation is not None:
         text = body.reward_aggregation.strip().lower()
         aggregation = _AGGREGATIONS.get(text, text)

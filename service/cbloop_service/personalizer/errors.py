@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cbloop.errors import CbloopError, ConfigError, InvalidInput, TransientError
+from cbloop.personalizer_features import FeatureMappingError
 from cbloop.sampling import InvalidPmf
 from cbloop_service.errors import (
     NotAuthenticated,
@@ -30,7 +31,6 @@ from cbloop_service.errors import (
     ServiceError,
     validation_detail,
 )
-from cbloop_service.personalizer.features import FeatureMappingError
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,15 @@ from cbloop_service.policy import ModelLoader, ModelRefused
 
 #: Options VW reports that say how it was started, not what the model is.
 _RUN_OPTIONS = frozenset(
-    {"--initial_regressor", "-i", "--quiet", "--no_stdin", "--dsjson", "--json", "--predict_only_model"}
+    {
+        "--initial_regressor",
+        "-i",
+        "--quiet",
+        "--no_stdin",
+        "--dsjson",
+        "--json",
+        "--predict_only_model",
+    }
 )
 
 
@@ -92,7 +100,8 @@ def check_compatible(path: Path, settings: ExperimentSettings) -> None:
             differences.append(f"model has {have}, experiment has {want}")
     raise IncompatibleModel(
         "the model was trained with other VW options than the experiment's "
-        f"({settings.vw_arguments()!r}): " + "; ".join(differences)
+        f"({settings.vw_arguments()!r}): "
+        + "; ".join(differences)
         + ". Set the experiment's vw_args and exploration to the model's options to use it",
     )
 

@@ -26,6 +26,7 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from starlette.responses import Response
 
+from cbloop.personalizer_features import to_namespaces
 from cbloop.registry import RegistryError
 from cbloop_service.deps import presented_key
 from cbloop_service.errors import ServiceUnavailable
@@ -38,7 +39,6 @@ from cbloop_service.personalizer.errors import (
     not_found,
     not_implemented,
 )
-from cbloop_service.personalizer.features import to_namespaces
 from cbloop_service.personalizer.schemas import (
     ModelProperties,
     PolicyContract,
@@ -183,7 +183,7 @@ def build_router() -> APIRouter:
         "/events/{eventId}/reward", status_code=204, openapi_extra=_code("InvalidRewardRequest")
     )
     async def personalizer_reward(
-        eventId: str,  # noqa: N803 (Personalizer's path parameter name)
+        eventId: str,
         body: RewardRequest,
         service: Client,
         experiment: Experiment,
@@ -201,7 +201,7 @@ def build_router() -> APIRouter:
         openapi_extra=_code("InvalidEventIdToActivate"),
     )
     async def personalizer_activate(
-        eventId: str,  # noqa: N803
+        eventId: str,
         service: Client,
         experiment: Experiment,
     ) -> Response:
@@ -341,12 +341,12 @@ def build_router() -> APIRouter:
         if pointer is None:
             raise not_found(f"experiment {experiment!r} has no model yet")
         try:
-            meta = await asyncio.to_thread(
-                service.registry.metadata, experiment, pointer.model_id
-            )
+            meta = await asyncio.to_thread(service.registry.metadata, experiment, pointer.model_id)
         except RegistryError as exc:
             raise not_found(str(exc)) from exc
-        props = ModelProperties(creation_time=meta.created_at, last_modified_time=pointer.updated_at)
+        props = ModelProperties(
+            creation_time=meta.created_at, last_modified_time=pointer.updated_at
+        )
         return _json(props.wire())
 
     # -- not in cbloop's Personalizer API yet -----------------------------------------------

@@ -44,14 +44,22 @@ class FeatureMappingError(InvalidInput):
         self.message = message
 
 
-def to_namespaces(items: Sequence[Any] | None, where: str) -> Namespaces:
-    """The namespaces of one Personalizer feature list (`where` names it in errors)."""
+def to_namespaces(
+    items: Sequence[Any] | None, where: str, *, drop_reserved: bool = False
+) -> Namespaces:
+    """The namespaces of one Personalizer feature list (`where` names it in errors).
+
+    `drop_reserved` skips top-level keys starting with `_` instead of refusing them: in
+    logged DSJSON those are VW's own metadata (`_tag`, `_multi`), not features.
+    """
     out: Namespaces = {}
     for i, item in enumerate(items or ()):
         path = f"{where}[{i}]"
         if not isinstance(item, Mapping):
             raise FeatureMappingError(path, "each element must be a JSON object")
         for key, value in item.items():
+            if drop_reserved and key.startswith("_"):
+                continue
             _check_key(key, f"{path}.{key}")
             if isinstance(value, Mapping):
                 namespace = out.setdefault(key, {})
