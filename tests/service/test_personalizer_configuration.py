@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,9 +53,9 @@ def test_durations_are_iso_8601() -> None:
     assert duration_text(4 * 3600) == "PT4H"
     assert duration_seconds("PT5S", "f") == 5
     assert duration_seconds("P1DT2H", "f") == 26 * 3600
-    with pytest.raises(ConfigurationError, match="rewardWaitTime.*ISO 8601"):
+    with pytest.raises(ConfigurationError, match=r"rewardWaitTime.*ISO 8601"):
         duration_seconds("10 minutes", "rewardWaitTime")
-    with pytest.raises(ConfigurationError, match="not 'P1M'"):
+    with pytest.raises(ConfigurationError, match=re.escape("not 'P1M'")):
         duration_seconds("P1M", "rewardWaitTime")
 
 

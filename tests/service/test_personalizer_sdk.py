@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -56,7 +57,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Settings]]:
 
 def test_the_python_sdk_ranks_rewards_and_activates(served: tuple[str, Settings]) -> None:
     endpoint, settings = served
-    client = PersonalizerClient(endpoint, AzureKeyCredential("client-key"))
+    client: Any = PersonalizerClient(endpoint, AzureKeyCredential("client-key"))
     answer = client.rank(
         {
             "contextFeatures": CONTEXT,
@@ -70,7 +71,7 @@ def test_the_python_sdk_ranks_rewards_and_activates(served: tuple[str, Settings]
     assert answer["rewardActionId"] == answer["ranking"][0]["id"] != "a1"
     assert client.activate("sdk-1") is None
     assert client.reward("sdk-1", {"value": 0.5}) is None
-    shop = PersonalizerClient(f"{endpoint}/experiments/shop", AzureKeyCredential("client-key"))
+    shop: Any = PersonalizerClient(f"{endpoint}/experiments/shop", AzureKeyCredential("client-key"))
     assert shop.rank({"contextFeatures": CONTEXT, "actions": actions(2)})["eventId"]
 
     (first, second) = decisions(settings)
@@ -89,7 +90,7 @@ def test_the_python_sdk_ranks_rewards_and_activates(served: tuple[str, Settings]
             {"actions": actions(2), "slots": [{"id": "s", "baselineAction": "a0"}]}
         )
     assert multi.value.status_code == 501
-    wrong_key = PersonalizerClient(endpoint, AzureKeyCredential("nope"))
+    wrong_key: Any = PersonalizerClient(endpoint, AzureKeyCredential("nope"))
     with pytest.raises(HttpResponseError) as denied:
         wrong_key.rank({"actions": actions(2)})
     assert denied.value.status_code == 401

@@ -389,10 +389,12 @@ def install(app: FastAPI) -> None:
         route_class=PersonalizerRoute, dependencies=[Depends(_check_api_version)]
     )
     unversioned.include_router(build_router())
+    # Left out of cbloop's OpenAPI: Personalizer's own swaggers describe these routes, and
+    # ten copies of each would bury the native API in /docs.
     for prefix in ("", "/experiments/{experiment}"):
         for base in VERSIONED_BASES:
-            app.include_router(versioned, prefix=prefix + base)
-        app.include_router(unversioned, prefix=prefix + UNVERSIONED_BASE)
+            app.include_router(versioned, prefix=prefix + base, include_in_schema=False)
+        app.include_router(unversioned, prefix=prefix + UNVERSIONED_BASE, include_in_schema=False)
     if not hasattr(app.state, "experiment_writer"):
         app.state.experiment_writer = None
 
