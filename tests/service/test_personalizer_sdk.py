@@ -74,7 +74,7 @@ def test_the_python_sdk_ranks_rewards_and_activates(served: tuple[str, Settings]
     shop: Any = PersonalizerClient(f"{endpoint}/experiments/shop", AzureKeyCredential("client-key"))
     assert shop.rank({"contextFeatures": CONTEXT, "actions": actions(2)})["eventId"]
 
-    (first, second) = decisions(settings)
+    (first, second, *_) = decisions(settings)
     assert (first["EventId"], first["experiment"], first["deferred"]) == ("sdk-1", "default", True)
     assert second["experiment"] == "shop"
     assert [(o["kind"], o.get("value")) for o in outcomes(settings)] == [
@@ -90,6 +90,15 @@ def test_the_python_sdk_ranks_rewards_and_activates(served: tuple[str, Settings]
             {"actions": actions(2), "slots": [{"id": "s", "baselineAction": "a0"}]}
         )
     assert multi.value.status_code == 501
+    # Endpoints are often copied with their trailing slash: the SDK then sends //personalizer.
+    slashed: Any = PersonalizerClient(f"{endpoint}/", AzureKeyCredential("client-key"))
+    assert slashed.rank({"contextFeatures": CONTEXT, "actions": actions(2)})["eventId"]
+    slashed_shop: Any = PersonalizerClient(
+        f"{endpoint}/experiments/shop/", AzureKeyCredential("client-key")
+    )
+    assert slashed_shop.rank({"contextFeatures": CONTEXT, "actions": actions(2)})["eventId"]
+    experiments = [d["experiment"] for d in decisions(settings)]
+    assert experiments == ["default", "shop", "default", "shop"]
     wrong_key: Any = PersonalizerClient(endpoint, AzureKeyCredential("nope"))
     with pytest.raises(HttpResponseError) as denied:
         wrong_key.rank({"actions": actions(2)})

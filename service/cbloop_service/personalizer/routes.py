@@ -39,6 +39,7 @@ from cbloop_service.personalizer.errors import (
     not_found,
     not_implemented,
 )
+from cbloop_service.personalizer.paths import CollapseSlashes
 from cbloop_service.personalizer.schemas import (
     ModelProperties,
     PolicyContract,
@@ -395,6 +396,7 @@ def install(app: FastAPI) -> None:
         for base in VERSIONED_BASES:
             app.include_router(versioned, prefix=prefix + base, include_in_schema=False)
         app.include_router(unversioned, prefix=prefix + UNVERSIONED_BASE, include_in_schema=False)
+    app.add_middleware(CollapseSlashes)
     if not hasattr(app.state, "experiment_writer"):
         app.state.experiment_writer = None
 
