@@ -63,5 +63,7 @@ def split_draw(event_id: str) -> float:
 
 def ranking_order(pmf: Sequence[float], chosen: int) -> list[int]:
     """Chosen action first, then the others by decreasing probability (ties by position)."""
-    rest = sorted((i for i in range(len(pmf)) if i != chosen), key=lambda i: (-pmf[i], i))
+    # Python's sort is stable, reverse=True included: equal probabilities keep their order.
+    rest = sorted(range(len(pmf)), key=pmf.__getitem__, reverse=True)
+    rest.remove(chosen)
     return [chosen, *rest]

@@ -13,6 +13,7 @@ from cbloop_cli import (
     retention,
     serve,
     simulate,
+    tuning,
     warehouse,
 )
 from cbloop_cli.errors import CbloopGroup
@@ -36,6 +37,7 @@ for module in (
     simulate,
     bench,
     dashboard,
+    tuning,
 ):
     module.register(app)
 

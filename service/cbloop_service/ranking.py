@@ -93,10 +93,9 @@ def rank(request: RankRequest, policy: PolicyHolder, decisions: SegmentWriter) -
     if not eligible:
         raise AllActionsExcluded()
     event_id = request.event_id or secrets.token_hex(16)
-    action_ids = [a.id for a in eligible]
-    c_json = encode_context(
-        build_vw_context(request.context, [(a.id, a.features) for a in eligible])
-    )
+    pairs = [(a.id, a.features) for a in eligible]
+    action_ids = [pair[0] for pair in pairs]
+    c_json = encode_context(build_vw_context(request.context, pairs))
     model = policy.model  # one read: a concurrent swap cannot mix two models in this request
     pmf = normalize_pmf(predict_pmf(model.workspace, predict_line(c_json)), len(eligible))
     chosen = choose(event_id, pmf)

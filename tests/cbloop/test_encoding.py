@@ -9,6 +9,7 @@ import orjson
 import pytest
 import vowpalwabbit
 
+from cbloop import encoding
 from cbloop.clock import format_ts
 from cbloop.encoding import (
     ACTION_NS,
@@ -409,3 +410,19 @@ def test_values_vw_would_rewrite_stay_distinct_features(probe: str) -> None:
     trained, other = _trained_pmfs({"u": {"k": "a:b"}}, {"u": {"k": "c"}}, [{"u": {"k": probe}}])
     assert trained[0] > 0.8
     assert other[0] == pytest.approx(0.5, abs=0.15)
+
+
+def test_escaping_cache_stays_bounded_and_answers_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(encoding, "_CACHE_LIMIT", 50)
+    monkeypatch.setattr(encoding, "_NAMES", {})
+    monkeypatch.setattr(encoding, "_VALUES", {})
+    first = build_vw_context({"u": {"k a": "x:y"}}, [("a|1", {})])
+    for i in range(500):  # a stream of unique values, like user ids
+        build_vw_context({"u": {f"id {i}": f"v:{i}"}}, [])
+    assert len(encoding._NAMES) <= 50
+    assert len(encoding._VALUES) <= 50
+    # Evicted entries are recomputed to the same escaped forms.
+    assert build_vw_context({"u": {"k a": "x:y"}}, [("a|1", {})]) == first
+    assert first == {"u": {"k%20a": "=x%3Ay"}, "_multi": [{ACTION_NS: {"id": "a%7C1"}}]}
