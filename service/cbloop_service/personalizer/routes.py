@@ -77,7 +77,7 @@ def _code(code: str) -> dict[str, Any]:
     return {"x-personalizer-error": code}
 
 
-# -- dependencies ---------------------------------------------------------------------------
+# -- dependencies (all `async def`: FastAPI runs plain `def` ones in a thread pool) ----------
 def _state(request: Request) -> ServiceState:
     service: ServiceState | None = request.app.state.service
     if service is None:
@@ -89,7 +89,7 @@ def _key(request: Request) -> str | None:
     return request.headers.get(KEY_HEADER) or presented_key(request)
 
 
-def _experiment(request: Request) -> str:
+async def _experiment(request: Request) -> str:
     return str(request.path_params.get("experiment", "default"))
 
 
@@ -111,7 +111,7 @@ Admin = Annotated[ServiceState, Depends(admin)]
 Experiment = Annotated[str, Depends(_experiment)]
 
 
-def _check_api_version(
+async def _check_api_version(
     api_version: Annotated[str | None, Query(alias="api-version")] = None,
 ) -> None:
     if api_version not in API_VERSIONS:
