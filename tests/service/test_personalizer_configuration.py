@@ -64,13 +64,13 @@ def test_the_configuration_reads_the_experiment_settings() -> None:
         reward={"wait_seconds": 300, "default": None, "aggregation": "mean"},
         exploration={"type": "egreedy", "epsilon": 0.1},
     )
-    config = service_configuration(settings, "default")
+    config = service_configuration(settings, settings.experiment("default"))
     assert config.reward_wait_time == "PT5M"
     assert config.default_reward is None
     assert config.reward_aggregation == "average"
     assert config.exploration_percentage == 0.1
     assert config.learning_mode == "Online"
-    squarecb = service_configuration(_settings(), "default")
+    squarecb = service_configuration(_settings(), _settings().experiment("default"))
     assert squarecb.exploration_percentage is None  # SquareCB has no exploration share
 
 
@@ -86,7 +86,7 @@ def test_a_configuration_write_becomes_settings_changes() -> None:
             "logRetentionDays": -1,
         }
     )
-    assert configuration_changes(body, settings, "default") == {
+    assert configuration_changes(body, settings, settings.experiment("default")) == {
         "reward.wait_seconds": 14400.0,
         "reward.default": -0.5,
         "reward.aggregation": "mean",
@@ -95,8 +95,8 @@ def test_a_configuration_write_becomes_settings_changes() -> None:
         "learning_mode": "apprentice",
     }
     # What GET answered, sent back unchanged, changes nothing.
-    unchanged = service_configuration(settings, "default")
-    assert configuration_changes(unchanged, settings, "default") == {}
+    unchanged = service_configuration(settings, settings.experiment("default"))
+    assert configuration_changes(unchanged, settings, settings.experiment("default")) == {}
 
 
 @pytest.mark.parametrize(
@@ -112,8 +112,10 @@ def test_a_configuration_write_becomes_settings_changes() -> None:
 def test_configuration_values_cbloop_cannot_take_are_refused(
     body: dict[str, Any], message: str
 ) -> None:
+    settings = _settings()
+    config = ServiceConfiguration.model_validate(body)
     with pytest.raises(ConfigurationError, match=message):
-        configuration_changes(ServiceConfiguration.model_validate(body), _settings(), "default")
+        configuration_changes(config, settings, settings.experiment("default"))
 
 
 def test_a_personalizer_policy_splits_into_vw_args_and_exploration() -> None:
@@ -145,7 +147,9 @@ def test_configuration_routes_read_settings_and_write_through_the_writer(
 
     writer = AppliedWriter(_app_settings(client))
     client.app.state.experiment_writer = writer  # type: ignore[attr-defined]
-    assert client.put(CONFIG, json=body).status_code == 200
+    written = client.put(CONFIG, json=body)
+    assert written.status_code == 200
+    assert written.json()["rewardWaitTime"] == "PT10M"  # the writer's result
     assert client.patch(CONFIG, json={"defaultReward": 0.25}).status_code == 200
     assert writer.applied == [
         ("default", {"reward.wait_seconds": 600.0}),

@@ -76,8 +76,10 @@ def learning_mode(experiment: ExperimentSettings) -> str:
     return _MODE_NAMES.get(str(mode), "Online")
 
 
-def service_configuration(settings: Settings, name: str) -> ServiceConfiguration:
-    experiment = settings.experiment(name)
+def service_configuration(
+    settings: Settings, experiment: ExperimentSettings
+) -> ServiceConfiguration:
+    """`experiment`'s settings (as the worker holds them now) with the service-wide ones."""
     e = experiment.exploration
     retention = settings.retention.joined_segments_days
     return ServiceConfiguration(
@@ -97,15 +99,14 @@ def service_configuration(settings: Settings, name: str) -> ServiceConfiguration
 
 
 def configuration_changes(
-    body: ServiceConfiguration, settings: Settings, name: str
+    body: ServiceConfiguration, settings: Settings, experiment: ExperimentSettings
 ) -> dict[str, Any]:
     """The cbloop settings changes a Personalizer configuration write asks for.
 
     Fields left out (or null) keep their value; read-only fields must be left out or equal
     what cbloop reports.
     """
-    experiment = settings.experiment(name)
-    current = service_configuration(settings, name)
+    current = service_configuration(settings, experiment)
     changes: dict[str, Any] = {}
     if body.reward_wait_time is not None:
         seconds = duration_seconds(body.reward_wait_time, "rewardWaitTime")

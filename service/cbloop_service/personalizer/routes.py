@@ -224,8 +224,8 @@ def build_router() -> APIRouter:
     @router.get("/configurations/service", response_model=None)
     async def personalizer_get_configuration(service: Admin, experiment: Experiment) -> Response:
         """The experiment's settings as Personalizer's service configuration."""
-        service.policies.get(experiment)
-        return _json(config_map.service_configuration(service.settings, experiment).wire())
+        holder = service.policies.get(experiment)
+        return _json(config_map.service_configuration(service.settings, holder.settings).wire())
 
     @router.api_route(
         "/configurations/service",
@@ -236,12 +236,13 @@ def build_router() -> APIRouter:
         body: ServiceConfiguration, service: Admin, experiment: Experiment, request: Request
     ) -> Response:
         """Change the experiment's settings from a Personalizer service configuration."""
-        service.policies.get(experiment)
-        changes = config_map.configuration_changes(body, service.settings, experiment)
+        holder = service.policies.get(experiment)
+        changes = config_map.configuration_changes(body, service.settings, holder.settings)
         writer = _writer(request)
+        updated = holder.settings
         if changes:
-            await asyncio.to_thread(writer.apply, experiment, changes)
-        return _json(config_map.service_configuration(service.settings, experiment).wire())
+            updated = await asyncio.to_thread(writer.apply, experiment, changes)
+        return _json(config_map.service_configuration(service.settings, updated).wire())
 
     @router.get("/configurations/policy")
     async def personalizer_get_policy(service: Admin, experiment: Experiment) -> Response:
