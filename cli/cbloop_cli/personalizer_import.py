@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         from cbloop.storage import open_store
         from cbloop_pipeline.dsjson_import import import_file, quarantine_key
         from cbloop_pipeline.ingest import ingest
-        from cbloop_pipeline.warehouse import connect
+        from cbloop_pipeline.warehouse import WarehouseBusy, connect
 
         settings = settings_from(config)
         if experiment not in settings.experiments:
@@ -52,11 +52,16 @@ def register(app: typer.Typer) -> None:
         results = [import_file(store, experiment, path) for path in files]
         ingested = None
         if not no_ingest and any(not r.already_imported for r in results):
-            con = connect(settings.warehouse)
             try:
-                ingested = ingest(con, store)
-            finally:
-                con.close()
+                con = connect(settings.warehouse)
+            except WarehouseBusy as exc:
+                # The segments are written: the running loop ingests them on its next cycle.
+                typer.echo(f"not ingested now ({exc}); the learning loop will ingest them")
+            else:
+                try:
+                    ingested = ingest(con, store)
+                finally:
+                    con.close()
         if as_json:
             payload = {
                 "files": [r.to_json() for r in results],

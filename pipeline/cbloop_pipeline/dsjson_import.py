@@ -139,8 +139,8 @@ def import_file(store: ObjectStore, experiment: str, path: Path) -> ImportResult
         return result
 
     seen: set[str] = set()
-    decisions: list[bytes] = []
-    outcomes: list[bytes] = []
+    decisions = _SegmentWriter(store, "decisions", digest)
+    outcomes = _SegmentWriter(store, "outcomes", digest)
     quarantine: list[bytes] = []
     with path.open("rb") as f:
         for line_no, raw in enumerate(f, start=1):
@@ -170,17 +170,16 @@ def import_file(store: ObjectStore, experiment: str, path: Path) -> ImportResult
                 result.duplicates += 1
                 continue
             seen.add(parsed.event_id)
-            decisions.append(parsed.decision)
-            outcomes.extend(parsed.outcomes)
+            decisions.add([parsed.decision], parsed.ts)
+            outcomes.add(parsed.outcomes, parsed.ts)
             result.decisions += 1
             result.rewards += parsed.rewards
             result.activations += int(parsed.activated)
             result.first_ts = min(result.first_ts or parsed.ts, parsed.ts)
             result.last_ts = max(result.last_ts or parsed.ts, parsed.ts)
 
-    moment = _moment(result.first_ts)
-    _write_segments(store, "decisions", digest, moment, decisions)
-    _write_segments(store, "outcomes", digest, moment, outcomes)
+    decisions.flush()
+    outcomes.flush()
     if quarantine:
         store.put_bytes(quarantine_key(experiment, digest), b"".join(quarantine))
     manifest = {**result.to_json(), "experiment": experiment, "imported_at": format_ts()}
@@ -189,18 +188,41 @@ def import_file(store: ObjectStore, experiment: str, path: Path) -> ImportResult
     return result
 
 
-def _moment(ts: str | None) -> float:
-    if ts is None:
-        return datetime.now().timestamp()
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+class _SegmentWriter:
+    """Closed segments of one kind for one file, `LINES_PER_SEGMENT` lines each.
 
+    A segment's key comes from the file digest, its sequence number and its first event's
+    time (the date/hour partition): all functions of the file, so a re-run after a crash
+    rewrites the very same keys.
+    """
 
-def _write_segments(
-    store: ObjectStore, kind: Kind, digest: str, moment: float, lines: list[bytes]
-) -> None:
-    for seq, start in enumerate(range(0, len(lines), LINES_PER_SEGMENT), start=1):
-        key = f"{kind_prefix(kind)}{partition(moment)}/import-{digest[:16]}-{seq:06d}.jsonl"
-        store.put_bytes(key, b"".join(lines[start : start + LINES_PER_SEGMENT]))
+    def __init__(self, store: ObjectStore, kind: Kind, digest: str) -> None:
+        self.store = store
+        self.kind = kind
+        self.digest = digest
+        self.lines: list[bytes] = []
+        self.first_ts: str | None = None
+        self.seq = 0
+
+    def add(self, lines: Iterable[bytes], ts: str) -> None:
+        for line in lines:
+            if self.first_ts is None:
+                self.first_ts = ts
+            self.lines.append(line)
+            if len(self.lines) >= LINES_PER_SEGMENT:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.lines or self.first_ts is None:
+            return
+        self.seq += 1
+        moment = datetime.fromisoformat(self.first_ts.replace("Z", "+00:00")).timestamp()
+        key = (
+            f"{kind_prefix(self.kind)}{partition(moment)}/"
+            f"import-{self.digest[:16]}-{self.seq:06d}.jsonl"
+        )
+        self.store.put_bytes(key, b"".join(self.lines))
+        self.lines, self.first_ts = [], None
 
 
 def parse_line(raw: bytes, experiment: str) -> Interaction | None:

@@ -22,6 +22,7 @@ from cli_helpers import CliRun, write_config
 from cbloop.registry import ModelRegistry
 from cbloop.settings import load_settings
 from cbloop.storage import open_store
+from cbloop_pipeline import dsjson_import
 
 USERS = ("student", "parent", "retired")
 ACTIONS = ("games", "toys", "garden")
@@ -243,3 +244,23 @@ def test_import_model_refuses_personalizer_options_and_says_which(
     assert "--epsilon" in result.output and "--quadratic ::" in result.output
     settings = load_settings(config, env={})
     assert ModelRegistry(open_store(settings.storage)).current("default") is None
+
+
+def test_a_crash_before_the_manifest_rewrites_the_same_segments(
+    run_cli: CliRun, config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dsjson_import, "LINES_PER_SEGMENT", 100)
+    history = tmp_path / "big.dsjson"
+    expected = _write_history(history, n=350)
+    assert run_cli(config, "import", str(history)).exit_code == 1
+    settings = load_settings(config, env={})
+    store = open_store(settings.storage)
+    keys = sorted(i.key for i in store.list("events/decisions/"))
+    assert len(keys) == 4  # 352 decisions, 100 a segment
+    assert all("/date=2024-03-01/hour=10/import-" in k for k in keys)
+    # As if the first run died after its segments but before its manifest.
+    (manifest,) = [i.key for i in store.list("imports/default/") if i.key.endswith("manifest.json")]
+    store.delete(manifest)
+    assert run_cli(config, "import", str(history)).exit_code == 1
+    assert sorted(i.key for i in store.list("events/decisions/")) == keys
+    assert _decision_count(config) == expected["good"]
