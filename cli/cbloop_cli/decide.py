@@ -20,8 +20,9 @@ from rich.progress import (
 )
 
 from cbloop.errors import CbloopError
-from cbloop_cli.common import ConfigOption, settings_from
+from cbloop_cli.common import ConfigOption
 from cbloop_cli.errors import fail
+from cbloop_cli.experiments import catalog_settings_from
 
 #: Bad lines printed one by one; past this only the count is printed.
 _BAD_LINES_SHOWN = 20
@@ -74,7 +75,7 @@ def register(app: typer.Typer) -> None:
         from cbloop_service.batch import BatchOptions, run_batch
         from cbloop_service.batch_input import count_inputs
 
-        settings = settings_from(config)
+        settings = catalog_settings_from(config)
         options = BatchOptions(
             experiment=experiment,
             model_id=model,

@@ -13,6 +13,7 @@ import typer
 from cbloop.settings import Settings
 from cbloop_cli.common import ConfigOption, settings_from
 from cbloop_cli.errors import fail
+from cbloop_cli.experiments import catalog_settings, catalog_settings_from
 
 if TYPE_CHECKING:
     from cbloop_pipeline.deploy import Decision
@@ -198,7 +199,7 @@ def register(app: typer.Typer) -> None:
         from cbloop_pipeline.learning import train_command
         from cbloop_pipeline.warm_start import WarmStartOptions
 
-        settings = settings_from(config)
+        settings = catalog_settings_from(config)
         options = WarmStartOptions(_label_column(label_column), events, seed)
         with Console(stderr=True).status(f"training {experiment} ..."):
             outcome = train_command(
@@ -236,7 +237,7 @@ def register(app: typer.Typer) -> None:
         from cbloop_pipeline.evaluate import EvaluateOptions
         from cbloop_pipeline.learning import evaluate_command
 
-        settings = settings_from(config)
+        settings = catalog_settings_from(config)
         options = EvaluateOptions(folds=folds, seed=seed, plot=plot)
         with Console(stderr=True).status(f"evaluating {experiment} ..."):
             record = evaluate_command(
@@ -261,7 +262,7 @@ def register(app: typer.Typer) -> None:
         """Apply the promotion rule and point the experiment at the candidate if it wins."""
         from cbloop_pipeline.learning import deploy_command
 
-        settings = settings_from(config)
+        settings = catalog_settings_from(config)
         decision = deploy_command(settings, experiment, model_id=model, force=force)
         _print_decision(decision)
 
@@ -278,7 +279,7 @@ def register(app: typer.Typer) -> None:
         """Point the experiment back at an earlier model."""
         from cbloop_pipeline.learning import rollback_command
 
-        settings = settings_from(config)
+        settings = catalog_settings_from(config)
         decision = rollback_command(settings, experiment, to=to)
         _print_decision(decision)
 
@@ -290,7 +291,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--experiment",
                 "-e",
-                help="Experiment to run (repeatable; default: every configured experiment).",
+                help="Experiment to run (repeatable; default: every active experiment).",
             ),
         ] = None,
         every: Annotated[
@@ -305,9 +306,17 @@ def register(app: typer.Typer) -> None:
         from cbloop_pipeline.lock import LockHeld, exclusive_lock
         from cbloop_pipeline.loop import run_loop
 
-        settings = settings_from(config)
-        names = experiment or list(settings.experiments)
-        for name in names:
+        base = settings_from(config)
+        # The catalog again before every round: experiments created, changed or archived
+        # while the daemon runs are followed without a restart.
+        latest = [catalog_settings(base)]
+
+        def _refresh() -> Settings:
+            latest[0] = catalog_settings(base)
+            return latest[0]
+
+        settings = latest[0]
+        for name in experiment or ():
             settings.experiment(name)
         period = parse_duration(every or settings.pipeline.every)
         stop = threading.Event()
@@ -321,15 +330,16 @@ def register(app: typer.Typer) -> None:
         def _after_cycle(report: CycleReport) -> None:
             _print_cycle(report)
             if once:
-                _print_waiting(settings, report.experiment)
-            _apply_retention(settings)
+                _print_waiting(latest[0], report.experiment)
+            _apply_retention(latest[0])
 
         previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             with exclusive_lock(settings.pipeline.lock_path):
                 run_loop(
                     settings,
-                    names,
+                    experiment or None,
+                    settings_source=_refresh,
                     every=period,
                     once=once,
                     stop=stop,

@@ -299,7 +299,7 @@ def _run_step(ctx: _Context, cycle: int, step: str) -> StepReport:
 
 def run_loop(
     settings: Settings,
-    experiments: Sequence[str],
+    experiments: Sequence[str] | None,
     *,
     every: float,
     once: bool,
@@ -307,8 +307,14 @@ def run_loop(
     on_cycle: Callable[[CycleReport], None] | None = None,
     on_failure: Callable[[str, BaseException, float], None] | None = None,
     work_dir: Path | None = None,
+    settings_source: Callable[[], Settings] | None = None,
 ) -> None:
     """Run cycles every `every` seconds until `stop` is set (or once). Caller holds the lock.
+
+    `experiments`: the names to run, or None for every experiment the settings have.
+    `settings_source`, when given, is asked for the settings before each round (the
+    experiment catalog), so a daemon runs an experiment created, changed or archived while
+    it runs; a named experiment no longer there is skipped with a warning.
 
     A daemon (not `once`) survives every failure but a fatal one (`is_fatal`: bad settings,
     a damaged warehouse): it records the failure, backs off (`Backoff`) and tries again.
@@ -320,9 +326,22 @@ def run_loop(
         started = time.monotonic()
         try:
             failed = False
-            for name in experiments:
+            try:
+                current = settings if settings_source is None else settings_source()
+            except Exception as exc:
+                if once or is_fatal(exc):
+                    raise
+                failed = True
+                delay = backoff.next_delay()
+                logger.warning("could not read the experiments; retrying in %.0fs: %s", delay, exc)
+                if on_failure is not None:
+                    on_failure("(experiments)", exc, delay)
+                current, names = settings, []
+            else:
+                names = _names(current, experiments)
+            for name in names:
                 try:
-                    report = run_cycle(settings, name, work_dir=work_dir, unrecorded=unrecorded)
+                    report = run_cycle(current, name, work_dir=work_dir, unrecorded=unrecorded)
                 except Exception as exc:
                     if once or is_fatal(exc):
                         damage = corruption_cause(exc)
@@ -357,3 +376,12 @@ def run_loop(
         else:
             backoff.reset()
             stop.wait(max(0.0, every - (time.monotonic() - started)))
+
+
+def _names(settings: Settings, experiments: Sequence[str] | None) -> list[str]:
+    if experiments is None:
+        return list(settings.experiments)
+    gone = [n for n in experiments if n not in settings.experiments]
+    if gone:
+        logger.warning("skipping experiments that are not active: %s", ", ".join(gone))
+    return [n for n in experiments if n in settings.experiments]
