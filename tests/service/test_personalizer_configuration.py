@@ -82,7 +82,7 @@ def test_a_configuration_write_becomes_settings_changes() -> None:
             "defaultReward": -0.5,
             "rewardAggregation": "average",
             "explorationPercentage": 0.2,
-            "learningMode": "Apprentice",
+            "learningMode": "Online",
             "logRetentionDays": -1,
         }
     )
@@ -92,7 +92,6 @@ def test_a_configuration_write_becomes_settings_changes() -> None:
         "reward.aggregation": "mean",
         "exploration.type": "egreedy",
         "exploration.epsilon": 0.2,
-        "learning_mode": "apprentice",
     }
     # What GET answered, sent back unchanged, changes nothing.
     unchanged = service_configuration(settings, settings.experiment("default"))
@@ -104,6 +103,7 @@ def test_a_configuration_write_becomes_settings_changes() -> None:
     [
         ({"rewardAggregation": "median"}, "rewardAggregation"),
         ({"learningMode": "Offline"}, "learningMode"),
+        ({"learningMode": "Apprentice"}, "online only"),
         ({"logRetentionDays": 30}, "retention.joined_segments_days"),
         ({"modelExportFrequency": "PT5M"}, "service.model_poll_seconds"),
         ({"isAutoOptimizationEnabled": True}, "no such feature"),
@@ -133,42 +133,66 @@ def test_a_personalizer_policy_splits_into_vw_args_and_exploration() -> None:
         policy_changes("--epsilon lots")
 
 
-def test_configuration_routes_read_settings_and_write_through_the_writer(
-    make_client: ClientFactory,
-) -> None:
-    client = make_client(experiments={"default": {"reward": {"wait_seconds": 300}}})
-    read = client.get(CONFIG)
+def test_configuration_and_policy_writes_reach_every_worker(make_client: ClientFactory) -> None:
+    # Two workers of one service: two apps on one storage root (one store, one catalog).
+    first = make_client(experiments={"default": {"reward": {"wait_seconds": 300}}})
+    second = make_client(experiments={"default": {"reward": {"wait_seconds": 300}}})
+    read = first.get(CONFIG)
     assert read.status_code == 200
     assert read.json()["rewardWaitTime"] == "PT5M"
-    body = {**read.json(), "rewardWaitTime": "PT10M"}
-    without_store = client.put(CONFIG, json=body)
-    assert without_store.status_code == 501
-    assert "experiment store" in without_store.json()["error"]["message"]
 
-    writer = AppliedWriter(_app_settings(client))
-    client.app.state.experiment_writer = writer  # type: ignore[attr-defined]
-    written = client.put(CONFIG, json=body)
-    assert written.status_code == 200
-    assert written.json()["rewardWaitTime"] == "PT10M"  # the writer's result
-    assert client.patch(CONFIG, json={"defaultReward": 0.25}).status_code == 200
-    assert writer.applied == [
-        ("default", {"reward.wait_seconds": 600.0}),
-        ("default", {"reward.default": 0.25}),
+    written = first.put(CONFIG, json={**read.json(), "rewardWaitTime": "PT10M"})
+    assert written.status_code == 200, written.text
+    assert written.json()["rewardWaitTime"] == "PT10M"
+    assert first.get(CONFIG).json()["rewardWaitTime"] == "PT10M"  # applied before answering
+    arguments = "--cb_explore_adf --epsilon 0.1 --interactions :A -l 0.5"
+    policy = first.put(POLICY, json={"name": "x", "arguments": arguments})
+    assert policy.status_code == 200, policy.text
+    # The whole policy is replaced: its learning flags, then its exploration.
+    assert policy.json()["arguments"] == "--cb_explore_adf --interactions :A -l 0.5 --epsilon 0.1"
+
+    _poll(second)  # what the other worker's watcher does within service.model_poll_seconds
+    assert second.get(CONFIG).json()["rewardWaitTime"] == "PT10M"
+    assert second.get(CONFIG).json()["explorationPercentage"] == 0.1
+    assert second.get(POLICY).json()["arguments"] == policy.json()["arguments"]
+    history = second.get("/v1/admin/experiments/default/history").json()["versions"]
+    assert [v["why"] for v in history[-2:]] == [
+        "Personalizer API: service configuration update",
+        "Personalizer API: policy update",
     ]
-    bad = client.put(CONFIG, json={**body, "rewardWaitTime": "ten minutes"})
+    assert history[-1]["by"].startswith("personalizer-api")
+
+    assert first.delete(POLICY).status_code == 200
+    _poll(second)
+    assert second.get(POLICY).json()["arguments"] == ExperimentSettings().vw_arguments()
+
+
+def test_bad_configuration_and_policy_writes_change_nothing(client: TestClient) -> None:
+    before = client.get(CONFIG).json()
+    bad = client.put(CONFIG, json={**before, "rewardWaitTime": "ten minutes"})
     assert bad.status_code == 400
     assert bad.json()["error"]["code"] == "BadRequest"
     assert bad.json()["error"]["innerError"] == {"code": "InvalidServiceConfiguration"}
-    assert len(writer.applied) == 2
-
-    policy = client.put(POLICY, json={"name": "x", "arguments": "--cb_explore_adf --epsilon 0.1"})
-    assert policy.status_code == 200, policy.text
-    assert "--epsilon 0.1" in policy.json()["arguments"]
     refused = client.put(POLICY, json={"name": "x", "arguments": "--cb_explore_adf --data f"})
     assert refused.status_code == 400
     assert "not allowed" in refused.json()["error"]["message"]
-    assert client.delete(POLICY).status_code == 200
-    assert writer.applied[-1][1]["exploration.type"] == "squarecb"
+    too_big = client.patch(CONFIG, json={"defaultReward": 5e6})
+    assert too_big.status_code == 400
+    assert client.get(CONFIG).json() == before
+    history = client.get("/v1/admin/experiments/default/history").json()["versions"]
+    assert len(history) == 1
+
+
+def test_another_writer_can_be_given_to_the_app(make_client: ClientFactory) -> None:
+    client = make_client()
+    writer = AppliedWriter(_app_settings(client))
+    client.app.state.experiment_writer = writer  # type: ignore[attr-defined]
+    assert client.patch(CONFIG, json={"defaultReward": 0.25}).status_code == 200
+    assert writer.applied == [("default", {"reward.default": 0.25})]
+
+
+def _poll(client: TestClient) -> None:
+    assert client.app.state.service.experiments.poll_safely()  # type: ignore[attr-defined]
 
 
 def _app_settings(client: TestClient) -> Settings:

@@ -135,6 +135,10 @@ def configuration_changes(
             known = ", ".join(LEARNING_MODES)
             raise ConfigurationError(f"learningMode: {body.learning_mode!r} is not one of {known}")
         if body.learning_mode != current.learning_mode:
+            if "learning_mode" not in ExperimentSettings.model_fields:
+                raise ConfigurationError(
+                    f"learningMode: cbloop learns online only for now, not {body.learning_mode!r}"
+                )
             changes["learning_mode"] = LEARNING_MODES[body.learning_mode]
     for field, wire, off in (
         ("model_export_frequency", "modelExportFrequency", current.model_export_frequency),

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cbloop.errors import CbloopError, ConfigError, InvalidInput, TransientError
+from cbloop.experiments import ExperimentConflict, ExperimentNotFound
 from cbloop.personalizer_features import FeatureMappingError
 from cbloop.sampling import InvalidPmf
 from cbloop_service.errors import (
@@ -100,6 +101,10 @@ def translate(exc: Exception, inner: str | None) -> Response | None:
             return error_response(413, "PayloadSizeExceeded", exc.message)
         detail = f"{exc.field}: {exc.message}" if exc.field else exc.message
         return error_response(400, "BadRequest", detail, inner)
+    if isinstance(exc, ExperimentNotFound):
+        return error_response(404, "ResourceNotFound", str(exc))
+    if isinstance(exc, ExperimentConflict):
+        return error_response(409, "OperationNotAllowed", str(exc))
     if isinstance(exc, StarletteHTTPException):
         if exc.status_code == 404:
             return error_response(404, "ResourceNotFound", str(exc.detail))

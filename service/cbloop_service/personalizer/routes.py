@@ -17,6 +17,7 @@ encoder, seeded draw, decision line), so a Personalizer call logs what the equiv
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import tempfile
 from pathlib import Path
@@ -49,7 +50,7 @@ from cbloop_service.personalizer.schemas import (
     RewardRequest,
     ServiceConfiguration,
 )
-from cbloop_service.personalizer.writer import ExperimentWriter
+from cbloop_service.personalizer.writer import CatalogWriter, ExperimentWriter
 from cbloop_service.policy import ModelRefused
 from cbloop_service.ranking import check_limits, check_reward, rank, record_outcome
 from cbloop_service.schemas import EVENT_ID_PATTERN, parse_body
@@ -150,15 +151,15 @@ def _json(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
 
 
-def _writer(request: Request) -> ExperimentWriter:
-    writer: ExperimentWriter | None = getattr(request.app.state, "experiment_writer", None)
-    if writer is None:
-        raise not_implemented(
-            "changing the configuration needs cbloop's run-time experiment store, which this "
-            "server does not have; change config.yaml and restart instead",
-            "UpdateConfigurationFailed",
-        )
-    return writer
+def _writer(request: Request, service: ServiceState, why: str) -> ExperimentWriter:
+    override: ExperimentWriter | None = getattr(request.app.state, "experiment_writer", None)
+    if override is not None:
+        return override
+    key = _key(request)
+    by = "personalizer-api"
+    if key is not None:
+        by += f" (key sha256:{hashlib.sha256(key.encode()).hexdigest()[:12]})"
+    return CatalogWriter(service, by=by, why=why)
 
 
 # -- routes ---------------------------------------------------------------------------------
@@ -238,7 +239,7 @@ def build_router() -> APIRouter:
         """Change the experiment's settings from a Personalizer service configuration."""
         holder = service.policies.get(experiment)
         changes = config_map.configuration_changes(body, service.settings, holder.settings)
-        writer = _writer(request)
+        writer = _writer(request, service, "Personalizer API: service configuration update")
         updated = holder.settings
         if changes:
             updated = await asyncio.to_thread(writer.apply, experiment, changes)
@@ -261,7 +262,7 @@ def build_router() -> APIRouter:
         """Replace the experiment's VW arguments and exploration (cbloop's whitelist applies)."""
         service.policies.get(experiment)
         changes = config_map.policy_changes(body.arguments)
-        writer = _writer(request)
+        writer = _writer(request, service, "Personalizer API: policy update")
         updated = await asyncio.to_thread(writer.apply, experiment, changes)
         return _json(config_map.policy(experiment, updated).wire())
 
@@ -271,7 +272,7 @@ def build_router() -> APIRouter:
     ) -> Response:
         """Back to cbloop's default VW arguments and exploration."""
         service.policies.get(experiment)
-        writer = _writer(request)
+        writer = _writer(request, service, "Personalizer API: policy reset")
         changes = config_map.policy_changes(config_map.DEFAULT_POLICY_ARGUMENTS)
         updated = await asyncio.to_thread(writer.apply, experiment, changes)
         return _json(config_map.policy(experiment, updated).wire())
@@ -398,8 +399,6 @@ def install(app: FastAPI) -> None:
             app.include_router(versioned, prefix=prefix + base, include_in_schema=False)
         app.include_router(unversioned, prefix=prefix + UNVERSIONED_BASE, include_in_schema=False)
     app.add_middleware(CollapseSlashes)
-    if not hasattr(app.state, "experiment_writer"):
-        app.state.experiment_writer = None
 
 
 __all__ = ["PersonalizerError", "install", "native_request"]
