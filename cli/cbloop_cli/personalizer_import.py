@@ -9,8 +9,9 @@ from typing import Annotated
 import orjson
 import typer
 
-from cbloop_cli.common import ConfigOption, settings_from
+from cbloop_cli.common import ConfigOption
 from cbloop_cli.errors import FAILURE_EXIT, fail
+from cbloop_cli.experiments import catalog_settings_from
 
 ExperimentOption = Annotated[
     str, typer.Option("--experiment", "-e", help="Experiment the history or model is for")
@@ -44,7 +45,7 @@ def register(app: typer.Typer) -> None:
         from cbloop_pipeline.ingest import ingest
         from cbloop_pipeline.warehouse import WarehouseBusy, connect
 
-        settings = settings_from(config)
+        settings = catalog_settings_from(config)
         if experiment not in settings.experiments:
             known = ", ".join(sorted(settings.experiments))
             fail(f"unknown experiment {experiment!r} (configured: {known})")
@@ -116,7 +117,7 @@ def register(app: typer.Typer) -> None:
         from cbloop_service.personalizer.models import import_model as run_import
         from cbloop_service.policy import ModelLoader
 
-        settings = settings_from(config)
+        settings = catalog_settings_from(config)
         exp = settings.experiment(experiment)
         registry = ModelRegistry(open_store(settings.storage))
         with tempfile.TemporaryDirectory(prefix="cbloop-import-model-") as scratch:
