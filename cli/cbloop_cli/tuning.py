@@ -1,8 +1,9 @@
 """`cbloop search | features`: policy search over learning settings, and feature evaluation.
 
 Both train fresh models on the experiment's joined train splits and score them off-policy on
-its eval splits (cbloop_pipeline.tuning). `search --apply` hands the winner to a `WinnerSink`:
-on this branch the run folder (`winner.yaml`), later the experiment store.
+its eval splits (cbloop_pipeline.tuning). `search --apply` hands the winner to the experiment
+store (the next version of the experiment, with the evidence) and keeps a copy of the fragment
+in the run folder (`winner.yaml`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import yaml
 
 from cbloop.settings import Settings
 from cbloop_cli.common import ConfigOption
-from cbloop_cli.experiments import catalog_settings_from
+from cbloop_cli.experiments import CatalogWinnerSink, catalog_settings_from
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -58,10 +59,7 @@ class WinnerSink(Protocol):
 
 
 class RunFolderSink:
-    """Writes `winner.yaml` (an experiment fragment plus the evidence) into the run folder.
-
-    Stands in for the run-time experiment store, which the lead routes this to at merge.
-    """
+    """Writes `winner.yaml` (an experiment fragment plus the evidence) into the run folder."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -315,19 +313,29 @@ def register(app: typer.Typer) -> None:
             record["decision"]["requested"] = True
             if decision.apply:
                 winner = result.winner
-                where = RunFolderSink(out).apply_winner(
-                    experiment,
-                    winner.candidate.vw_args,
-                    winner.candidate.exploration,
-                    {
-                        "estimator": options.estimator,
-                        "winner": winner.to_dict(),
-                        "current": result.current.to_dict(),
-                        "rule": "winner's lower bound > current settings' point estimate",
-                    },
+                evidence = {
+                    "estimator": options.estimator,
+                    "winner": winner.to_dict(),
+                    "current": result.current.to_dict(),
+                    "rule": "winner's lower bound > current settings' point estimate",
+                }
+                # The store is where the experiment lives; the run folder keeps a copy of
+                # the fragment beside the table that justified it.
+                sinks: list[WinnerSink] = [CatalogWinnerSink(settings), RunFolderSink(out)]
+                where = [
+                    sink.apply_winner(
+                        experiment,
+                        winner.candidate.vw_args,
+                        winner.candidate.exploration,
+                        evidence,
+                    )
+                    for sink in sinks
+                ]
+                record["decision"]["applied_to"] = where[0]
+                record["decision"]["copy"] = where[1]
+                typer.echo(
+                    f"applied {winner.name}: {decision.reason}; now {where[0]} (copy in {where[1]})"
                 )
-                record["decision"]["applied_to"] = where
-                typer.echo(f"applied {winner.name}: {decision.reason}; written to {where}")
             else:
                 typer.echo(f"not applied: {decision.reason}")
         else:

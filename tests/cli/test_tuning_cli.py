@@ -11,7 +11,9 @@ import yaml
 from cli_helpers import CliRun
 from tuning_world import EXPERIMENT, log_and_join
 
-from cbloop.settings import ExperimentSettings, Settings
+from cbloop.experiments import ExperimentCatalog
+from cbloop.settings import ExperimentSettings, Settings, load_settings
+from cbloop.storage import open_store
 
 GRID = """\
 interactions:
@@ -71,7 +73,16 @@ def test_search_apply_writes_the_cross_as_winner(
     ExperimentSettings.model_validate(winner["experiments"]["default"])
     record = json.loads((out / "search.json").read_text())
     assert record["decision"]["apply"] is True and record["decision"]["requested"] is True
-    assert record["decision"]["applied_to"] == str(out / "winner.yaml")
+    assert record["decision"]["copy"] == str(out / "winner.yaml")
+    # Applied means the experiment itself changed: its next version in the store, with the
+    # search's evidence, which every worker and the loop then follow.
+    settings = load_settings(world_config)
+    head = ExperimentCatalog(open_store(settings.storage)).get("default")
+    assert head.version == 2
+    assert "version 2" in record["decision"]["applied_to"]
+    assert "-q ui" in head.settings["vw_args"]
+    assert head.evidence is not None and head.evidence["winner"]["name"] == "c02"
+    assert "cbloop search" in head.why
     assert [r["name"] for r in record["ranked"]] == ["c02", "current"]
     csv_lines = (out / "search.csv").read_text().splitlines()
     assert csv_lines[0].startswith("rank,name,vw_args") and len(csv_lines) == 3
@@ -89,6 +100,8 @@ def test_search_refuses_to_apply_when_the_current_settings_win(
     assert result.exit_code == 0, result.output
     assert "not applied" in result.output
     assert not (out / "winner.yaml").exists()
+    settings = load_settings(world_config)
+    assert ExperimentCatalog(open_store(settings.storage)).get("default").version == 1
     record = json.loads((out / "search.json").read_text())
     assert record["decision"]["apply"] is False
     assert record["decision"]["reason"]
