@@ -103,7 +103,6 @@ def test_a_configuration_write_becomes_settings_changes() -> None:
     [
         ({"rewardAggregation": "median"}, "rewardAggregation"),
         ({"learningMode": "Offline"}, "learningMode"),
-        ({"learningMode": "Apprentice"}, "online only"),
         ({"logRetentionDays": 30}, "retention.joined_segments_days"),
         ({"modelExportFrequency": "PT5M"}, "service.model_poll_seconds"),
         ({"isAutoOptimizationEnabled": True}, "no such feature"),
@@ -116,6 +115,20 @@ def test_configuration_values_cbloop_cannot_take_are_refused(
     config = ServiceConfiguration.model_validate(body)
     with pytest.raises(ConfigurationError, match=message):
         configuration_changes(config, settings, settings.experiment("default"))
+
+
+@pytest.mark.parametrize(
+    ("wire", "mode"),
+    [("Apprentice", "apprentice"), ("LoggingOnly", "logging_only"), ("Online", None)],
+)
+def test_the_learning_mode_maps_to_the_experiments_mode(wire: str, mode: str | None) -> None:
+    settings = _settings()
+    body = ServiceConfiguration.model_validate({"learningMode": wire})
+    changes = configuration_changes(body, settings, settings.experiment("default"))
+    assert changes == ({"mode": mode} if mode else {})
+    apprentice = _settings(mode="apprentice")
+    read = service_configuration(apprentice, apprentice.experiment("default"))
+    assert read.learning_mode == "Apprentice"
 
 
 def test_a_personalizer_policy_splits_into_vw_args_and_exploration() -> None:

@@ -11,8 +11,8 @@ experiment's settings, e.g. `reward.wait_seconds`) with `configuration_changes` 
 * `explorationPercentage`: `exploration.epsilon` with `exploration.type: egreedy`
   (Personalizer explored epsilon-greedily); null while the experiment explores otherwise
   (SquareCB, softmax).
-* `learningMode` `Online` / `Apprentice` / `LoggingOnly`: `learning_mode` `online` /
-  `apprentice` / `logging_only`.
+* `learningMode` `Online` / `Apprentice` / `LoggingOnly`: `mode` `online` / `apprentice` /
+  `logging_only` (apprentice's own exploration is `apprentice.epsilon`).
 * `modelExportFrequency`: read only, `service.model_poll_seconds` (how soon workers take a
   new model).
 * `logRetentionDays`: read only, `retention.joined_segments_days` (-1: kept forever).
@@ -70,10 +70,7 @@ def duration_seconds(text: str, field: str) -> float:
 
 
 def learning_mode(experiment: ExperimentSettings) -> str:
-    # The learning mode arrives with the run-time experiment store; until then every
-    # experiment learns online.
-    mode = getattr(experiment, "learning_mode", "online")
-    return _MODE_NAMES.get(str(mode), "Online")
+    return _MODE_NAMES[experiment.mode]
 
 
 def service_configuration(
@@ -135,11 +132,7 @@ def configuration_changes(
             known = ", ".join(LEARNING_MODES)
             raise ConfigurationError(f"learningMode: {body.learning_mode!r} is not one of {known}")
         if body.learning_mode != current.learning_mode:
-            if "learning_mode" not in ExperimentSettings.model_fields:
-                raise ConfigurationError(
-                    f"learningMode: cbloop learns online only for now, not {body.learning_mode!r}"
-                )
-            changes["learning_mode"] = LEARNING_MODES[body.learning_mode]
+            changes["mode"] = LEARNING_MODES[body.learning_mode]
     for field, wire, off in (
         ("model_export_frequency", "modelExportFrequency", current.model_export_frequency),
         ("log_retention_days", "logRetentionDays", current.log_retention_days),
