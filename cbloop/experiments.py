@@ -396,7 +396,10 @@ class ExperimentCatalog:
             raise ExperimentConflict(
                 f"experiment {name!r} was changed concurrently (version {version}); try again"
             )
-        logger.info(
+        # A seed only copies config.yaml into the store, on whatever command runs first (a
+        # report, say): not news worth a line on its terminal. Every real change is.
+        logger.log(
+            logging.DEBUG if by == SEED_BY else logging.INFO,
             "experiment written",
             extra={"experiment": name, "version": version, "by": by, "archived": archived},
         )
