@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from cbloop_cli.common import ConfigOption, settings_from
+from cbloop_cli.common import ConfigOption
 from cbloop_cli.errors import fail
+from cbloop_cli.experiments import catalog_settings_from
 
 DEFAULT_PORT = 8050
 
@@ -46,7 +47,8 @@ def register(app: typer.Typer) -> None:
         from cbloop_pipeline.dashboard.snapshot import publish as publish_snapshot
         from cbloop_pipeline.warehouse import WarehouseError
 
-        settings = settings_from(config)
+        # The experiments as the store has them (what workers serve), not config.yaml's seed.
+        settings = catalog_settings_from(config)
         path = snapshot if snapshot is not None else snapshot_path(settings.warehouse)
         if publish:
             try:
