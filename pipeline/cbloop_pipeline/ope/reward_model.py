@@ -204,7 +204,7 @@ def _fit(rows: IntArray, cols: IntArray, y: FloatArray, n_columns: int, steps: i
     m2 = np.zeros(n_columns)
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     for t in range(1, steps + 1):
-        logit = np.bincount(rows, weights=w[cols], minlength=n)
+        logit = np.asarray(np.bincount(rows, weights=w[cols], minlength=n), dtype=np.float64)
         resid = _sigmoid(logit) - y
         grad = np.bincount(cols, weights=resid[rows], minlength=n_columns) / n + penalty * w
         m1 = beta1 * m1 + (1.0 - beta1) * grad
@@ -227,7 +227,8 @@ def _predict(design: _Design, w: FloatArray, logged: LoggedEvents, events: IntAr
         )
         keys = design.f.action_key[np.repeat(offsets[chunk], sizes) + within]
         rows, cols = design.entries(row_event, keys)
-        parts.append(np.bincount(rows, weights=w[cols], minlength=row_event.shape[0]))
+        logits = np.bincount(rows, weights=w[cols], minlength=row_event.shape[0])
+        parts.append(np.asarray(logits, dtype=np.float64))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64)
 
 
