@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 #: Nesting below this depth is flattened into one token (deeper structure is rare and cheap
 #: to ignore; an unbounded walk would let a pathological line cost arbitrary time).
 _MAX_DEPTH = 3
+_SCALARS = frozenset({str, int, float, bool})
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,6 +116,7 @@ def read_events_and_features(path: Path) -> tuple[LoggedEvents, EventFeatures, O
     keys: dict[tuple[int, ...], int] = {}
     # ... and first by their serialised form, which is far cheaper than tokenizing again.
     seen: dict[bytes, int] = {}
+    scalar_ids: dict[tuple[str, str, type, object], int] = {}
     shared_counts: list[int] = []
     shared: list[int] = []
     action_key: list[int] = []
@@ -136,7 +138,21 @@ def read_events_and_features(path: Path) -> tuple[LoggedEvents, EventFeatures, O
             for name, value in c.items():
                 if name.startswith("_"):
                     continue
-                shared.extend(shared_vocab.id(t) for t in tokens(value, name))
+                if isinstance(value, dict):
+                    for k, v in value.items():
+                        # Fast path: a scalar's token id by (namespace, key, type, value);
+                        # the type keeps True apart from 1 (equal, same hash).
+                        if v.__class__ in _SCALARS:
+                            ck = (name, k, v.__class__, v)
+                            tid = scalar_ids.get(ck)
+                            if tid is None:
+                                (token,) = tokens(v, f"{name}.{k}")
+                                tid = scalar_ids[ck] = shared_vocab.id(token)
+                            shared.append(tid)
+                        else:
+                            shared.extend(shared_vocab.id(t) for t in tokens(v, f"{name}.{k}", 1))
+                else:
+                    shared.extend(shared_vocab.id(t) for t in tokens(value, name))
             shared_counts.append(len(shared) - before)
             for act in c["_multi"]:
                 blob = orjson.dumps(act)
