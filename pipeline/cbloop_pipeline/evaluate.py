@@ -245,7 +245,9 @@ def _run(
             logged, features, logged_by = read_events_and_features(data)
             if logged.n == 0:
                 raise EvaluateError("the eval splits hold no events")
-            reward_model = fit_cross_fitted(logged, features, folds=options.folds, seed=options.seed)
+            reward_model = fit_cross_fitted(
+                logged, features, folds=options.folds, seed=options.seed
+            )
         finally:
             # Finish (or fail) the VW passes before their files are read or removed.
             errors = [run.exception() for run in runs]
@@ -300,8 +302,10 @@ def baseline_of(
     deployed = policies.get("deployed") or {}
     estimates = deployed.get("estimates") or {}
     on_policy = estimates.get(ON_POLICY)
-    if on_policy and on_policy.get("value") is not None and on_policy.get("n", 0) >= max(
-        1, min_events
+    if (
+        on_policy
+        and on_policy.get("value") is not None
+        and on_policy.get("n", 0) >= max(1, min_events)
     ):
         return "deployed_on_policy", on_policy
     if estimator in estimates:

@@ -9,6 +9,8 @@ unless the caller knows the range.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from cbloop_pipeline.ope.feedback import FloatArray
@@ -30,6 +32,6 @@ def reward_range(reward: FloatArray) -> Bounds:
 
 def clip(value: float, bounds: Bounds) -> float:
     """`value` clipped to `bounds`; NaN stays NaN."""
-    if value != value:  # NaN
+    if math.isnan(value):
         return value
     return min(max(value, bounds[0]), bounds[1])

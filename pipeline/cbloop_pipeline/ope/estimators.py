@@ -164,7 +164,7 @@ def _floored(std_error: float, variance_floor: float) -> float:
     return math.sqrt(max(std_error * std_error, variance_floor))
 
 
-def _estimate(
+def _estimate(  # noqa: PLR0917 - one private helper, called positionally throughout
     name: str,
     value: float,
     std_error: float,

@@ -96,9 +96,7 @@ def _parse_line(raw: bytes, path: Path, line: int) -> tuple[str, float, float, i
     return parse_logged(load_line(raw, path, line), path, line)
 
 
-def parse_logged(
-    obj: dict[str, Any], path: Path, line: int
-) -> tuple[str, float, float, int, int]:
+def parse_logged(obj: dict[str, Any], path: Path, line: int) -> tuple[str, float, float, int, int]:
     """(event id, reward, logged probability, 0-based logged action, number of actions)."""
 
     # VW's streaming DSJSON parser ignores labels that come after "c"; the reward model

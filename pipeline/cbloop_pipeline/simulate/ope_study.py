@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -144,11 +145,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         lo = min(r.dm_min for r in results)
         hi = max(r.dm_max for r in results)
         truth = np.mean([r.truth for r in results])
-        print(  # noqa: T201 - a command's output
-            f"{label}: mean true value {truth:.5f}; reward-model predictions in [{lo:.4g}, {hi:.4g}]",
-            flush=True,
+        sys.stdout.write(
+            f"{label}: mean true value {truth:.5f}; "
+            f"reward-model predictions in [{lo:.4g}, {hi:.4g}]\n"
         )
-    print(table(rows))  # noqa: T201 - a command's output
+        sys.stdout.flush()
+    sys.stdout.write(table(rows) + "\n")
 
 
 if __name__ == "__main__":

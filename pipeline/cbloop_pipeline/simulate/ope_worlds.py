@@ -55,9 +55,7 @@ class OpeWorldSpec:
 
 SPARSE = OpeWorldSpec("sparse", n_actions=80, n_events=10_000, base_logit=-7.0, effect_sd=0.8)
 DENSE = OpeWorldSpec("dense", n_actions=5, n_events=5_000, base_logit=-0.8, effect_sd=0.8)
-WILD = OpeWorldSpec(
-    "wild", n_actions=10, n_events=5_000, base_logit=-1.0, effect_sd=0.8, wild=True
-)
+WILD = OpeWorldSpec("wild", n_actions=10, n_events=5_000, base_logit=-1.0, effect_sd=0.8, wild=True)
 WORLDS = {w.name: w for w in (SPARSE, DENSE, WILD)}
 
 
@@ -127,7 +125,9 @@ def _multi(k: int) -> bytes:
     )
 
 
-def write_world(spec: OpeWorldSpec, seed: int, path: Path, n_events: int | None = None) -> WrittenWorld:
+def write_world(
+    spec: OpeWorldSpec, seed: int, path: Path, n_events: int | None = None
+) -> WrittenWorld:
     """Draw the world for `seed`, log `n_events` (default spec.n_events) events to `path`."""
     world = draw_world(spec, seed)
     n = spec.n_events if n_events is None else n_events

@@ -39,8 +39,7 @@ def test_promotion_compares_with_the_deployed_models_on_policy_value(
             dtype=np.float64,
         ).ravel()
         [(logged_by,)] = con.execute(
-            f"SELECT DISTINCT logged_model_id FROM read_parquet('{path}') "
-            "WHERE served_by_deployed"
+            f"SELECT DISTINCT logged_model_id FROM read_parquet('{path}') WHERE served_by_deployed"
         ).fetchall()
     finally:
         con.close()

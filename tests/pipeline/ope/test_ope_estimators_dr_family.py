@@ -130,9 +130,7 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_estimate() -> None:
     assert first.value == normal.value
     assert first.ci_low < first.value < first.ci_high
     # Percentile and normal intervals agree roughly on a well-behaved sample.
-    assert (first.ci_high - first.ci_low) == pytest.approx(
-        normal.ci_high - normal.ci_low, rel=0.3
-    )
+    assert (first.ci_high - first.ci_low) == pytest.approx(normal.ci_high - normal.ci_low, rel=0.3)
 
 
 def test_bootstrap_of_an_undefined_estimate_stays_undefined() -> None:

@@ -101,7 +101,7 @@ def test_a_wild_numeric_feature_cannot_blow_up_the_reward_model(tmp_dir: Path) -
                 wild_events.append(i)
     assert len(wild_events) > 10  # one request in 50 carries 1e12
     preds = np.concatenate([model.event_rewards(i) for i in wild_events])
-    assert 0.0 <= preds.min() and preds.max() <= 1.0
+    assert preds.min() >= 0.0 and preds.max() <= 1.0
     # They look like everyone else's: the feature carries no signal, so it must not move them.
     others = model.predicted_reward
     assert abs(float(preds.mean()) - float(others.mean())) < 0.1
