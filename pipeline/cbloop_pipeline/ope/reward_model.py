@@ -17,8 +17,10 @@ raw numeric feature values, which predicted far outside the reward range on spar
 let one feature value of 1e12 produce a click rate of 2.5e8. Tokens are bounded by
 construction (every feature value is 1) and binned numbers cannot scale a weight.
 
-Fit: penalised maximum likelihood, L2 penalty ||w||^2 / (2 n_train) on every weight but the
-bias (a N(0, 1) prior on each logit effect), by full-batch Adam for a fixed number of steps
+Fit: penalised maximum likelihood, L2 penalty ||w||^2 / (2 * 0.1 * n_train) on every weight
+but the bias (a N(0, 0.1) prior on each logit effect: most crossed tokens see a handful of
+events, and on the wild world of pipeline.simulate.ope_worlds this prior gave DR a lower RMSE
+and better coverage than N(0, 1)), by full-batch Adam for a fixed number of steps
 from b = logit(mean reward) and w = 0; deterministic. Training events per fold are capped
 (a seeded subsample) because the model only has to be decent: DR is unbiased whatever its
 quality, and the cap bounds the fit's time on very large files.
@@ -51,6 +53,8 @@ DEFAULT_FOLDS = 2
 DEFAULT_STEPS = 150
 DEFAULT_MAX_TRAIN = 100_000
 _LEARNING_RATE = 0.1
+#: Prior variance of each logit effect (the L2 penalty is ||w||^2 / (2 n_train * this)).
+_PRIOR_VARIANCE = 0.1
 _MAX_CROSS = 1 << 20
 _PREDICT_CHUNK = 100_000
 
@@ -198,7 +202,7 @@ def _fit(rows: IntArray, cols: IntArray, y: FloatArray, n_columns: int, steps: i
     w = np.zeros(n_columns, dtype=np.float64)
     mean = float(np.clip(y.mean(), 1e-4, 1.0 - 1e-4))
     w[0] = np.log(mean / (1.0 - mean))
-    penalty = np.full(n_columns, 1.0 / n)
+    penalty = np.full(n_columns, 1.0 / (n * _PRIOR_VARIANCE))
     penalty[0] = 0.0
     m1 = np.zeros(n_columns)
     m2 = np.zeros(n_columns)

@@ -19,6 +19,8 @@ from cbloop_pipeline.simulate.ope_study import SeedResult, run_seed, summarise
 from cbloop_pipeline.simulate.ope_worlds import DENSE, SPARSE, WILD, WILD_VALUE, write_world
 
 SEEDS = (0, 1, 2)
+#: The dense worlds are cheap (5-10 actions): more seeds, so that RMSEs can be compared.
+DENSE_SEEDS = tuple(range(8))
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +35,12 @@ def sparse(tmp_dir: Path) -> list[SeedResult]:
 
 @pytest.fixture(scope="module")
 def dense(tmp_dir: Path) -> list[SeedResult]:
-    return [run_seed(DENSE, s, tmp_dir) for s in SEEDS]
+    return [run_seed(DENSE, s, tmp_dir) for s in DENSE_SEEDS]
 
 
 @pytest.fixture(scope="module")
 def wild(tmp_dir: Path) -> list[SeedResult]:
-    return [run_seed(WILD, s, tmp_dir) for s in SEEDS]
+    return [run_seed(WILD, s, tmp_dir) for s in DENSE_SEEDS]
 
 
 def _rmse(results: list[SeedResult], name: str) -> float:
@@ -76,14 +78,15 @@ def test_dr_intervals_cover_the_true_value(world: str, request: pytest.FixtureRe
 
     covered = [r.estimates["dr"].ci_low <= r.truth <= r.estimates["dr"].ci_high for r in results]
 
-    assert all(covered), [(r.seed, r.truth, r.estimates["dr"]) for r in results]
+    # 95 % intervals: at most one miss in these few seeds (the 30-seed table measures the rate).
+    assert sum(covered) >= len(covered) - 1, [(r.seed, r.truth, r.estimates["dr"]) for r in results]
 
 
 def test_summary_reports_rmse_coverage_and_range(dense: list[SeedResult]) -> None:
     rows = {row.estimator: row for row in summarise(dense)}
 
     assert set(rows) == {"ips", "snips", "dr", "sndr", "switch_dr"}
-    assert rows["dr"].seeds == 3
+    assert rows["dr"].seeds == len(DENSE_SEEDS)
     assert rows["dr"].out_of_range == 0
     assert rows["dr"].rmse == pytest.approx(_rmse(dense, "dr"))
 
