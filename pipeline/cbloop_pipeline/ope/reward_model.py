@@ -303,13 +303,20 @@ def fit_cross_fitted(
 
 def fit_reward_model(
     data_path: Path,
+    vw_args: str = "",
     *,
     folds: int = DEFAULT_FOLDS,
     seed: int = 0,
     steps: int = DEFAULT_STEPS,
     max_train: int = DEFAULT_MAX_TRAIN,
+    logged: LoggedEvents | None = None,
 ) -> RewardModel:
-    """Read a joined DSJSON file once and cross-fit the reward model on it."""
+    """Read a joined DSJSON file once and cross-fit the reward model on it.
+
+    `vw_args` and `logged` are accepted for callers of the earlier VW-based model and unused:
+    the model builds its own features, and reads the events with them in one pass.
+    """
+    del vw_args, logged
     logged, features, _ = read_events_and_features(data_path)
     return fit_cross_fitted(
         logged, features, folds=folds, seed=seed, steps=steps, max_train=max_train
