@@ -310,13 +310,15 @@ def fit_reward_model(
     steps: int = DEFAULT_STEPS,
     max_train: int = DEFAULT_MAX_TRAIN,
     logged: LoggedEvents | None = None,
+    tmp_dir: Path | None = None,
 ) -> RewardModel:
     """Read a joined DSJSON file once and cross-fit the reward model on it.
 
-    `vw_args` and `logged` are accepted for callers of the earlier VW-based model and unused:
-    the model builds its own features, and reads the events with them in one pass.
+    `vw_args`, `logged` and `tmp_dir` are accepted for callers of the earlier VW-based model
+    and unused: the model builds its own features, reads the events with them in one pass and
+    writes no temporary files.
     """
-    del vw_args, logged
+    del vw_args, logged, tmp_dir
     logged, features, _ = read_events_and_features(data_path)
     return fit_cross_fitted(
         logged, features, folds=folds, seed=seed, steps=steps, max_train=max_train
