@@ -41,26 +41,58 @@ def _percent(match: re.Match[str]) -> str:
     return "".join(f"%{byte:02X}" for byte in match.group().encode())
 
 
+#: Escaped forms already computed. Feature names, namespaces, action ids and most string
+#: values repeat from request to request, and a dict lookup costs a fraction of the regex
+#: scan: this halved the cost of building a request's example. Cleared when full, which
+#: bounds the memory a stream of unique values (user ids) can take.
+_NAMES: dict[str, str] = {}
+_VALUES: dict[str, str] = {}
+_CACHE_LIMIT = 50_000
+
+
 def vw_name(text: str) -> str:
     """`text` with every character VW would conflate percent-escaped (UTF-8 bytes, `%XX`).
 
     Injective, and the identity on names without such characters (the common case), so
     those stay readable in the log and in VW's audit output.
     """
-    if _UNSAFE.search(text) is None:
-        return text
-    return _UNSAFE.sub(_percent, text)
+    escaped = _NAMES.get(text)
+    if escaped is None:
+        escaped = text if _UNSAFE.search(text) is None else _UNSAFE.sub(_percent, text)
+        if len(_NAMES) >= _CACHE_LIMIT:
+            _NAMES.clear()
+        _NAMES[text] = escaped
+    return escaped
+
+
+def _string_value(value: str) -> str:
+    logged = _VALUES.get(value)
+    if logged is None:
+        logged = STRING_VALUE_PREFIX + vw_name(value)
+        if len(_VALUES) >= _CACHE_LIMIT:
+            _VALUES.clear()
+        _VALUES[value] = logged
+    return logged
 
 
 def _vw_features(features: Mapping[str, FeatureValue]) -> dict[str, FeatureValue]:
-    return {
-        vw_name(key): STRING_VALUE_PREFIX + vw_name(value) if isinstance(value, str) else value
-        for key, value in features.items()
-    }
+    # The cache lookups are inlined (`or` falls back on a miss; no name or value escapes
+    # to ""): a function call per feature cost as much as the rest of the loop.
+    names, values = _NAMES, _VALUES
+    out: dict[str, FeatureValue] = {}
+    for key, value in features.items():
+        out[names.get(key) or vw_name(key)] = (
+            (values.get(value) or _string_value(value)) if isinstance(value, str) else value
+        )
+    return out
 
 
 def _vw_namespaces(namespaces: Namespaces) -> dict[str, object]:
-    return {vw_name(ns): _vw_features(features) for ns, features in namespaces.items()}
+    names = _NAMES
+    return {
+        (names.get(ns) or vw_name(ns)): _vw_features(features)
+        for ns, features in namespaces.items()
+    }
 
 
 def build_vw_context(
@@ -71,11 +103,14 @@ def build_vw_context(
     Names and string values are written so that VW keeps distinct inputs distinct (see the
     module docstring). The action id needs no separator: `ActionId` holds one feature, `id`.
     """
-    multi = [
-        {**_vw_namespaces(features), ACTION_NS: {"id": vw_name(action_id)}}
-        for action_id, features in actions
-    ]
-    return {**_vw_namespaces(context), "_multi": multi}
+    multi = []
+    for action_id, features in actions:
+        example = _vw_namespaces(features)
+        example[ACTION_NS] = {"id": vw_name(action_id)}
+        multi.append(example)
+    shared = _vw_namespaces(context)
+    shared["_multi"] = multi
+    return shared
 
 
 def encode_context(c: Mapping[str, object]) -> bytes:
@@ -99,8 +134,20 @@ def decision_line(
     action_ids: Sequence[str],
     sample_prob: float,
     deferred: bool,
+    mode: str = "online",
+    holdout: bool = False,
+    unit_id: str | None = None,
+    holdout_share: float = 0.0,
+    baseline_action: str | None = None,
 ) -> bytes:
-    """A decision as one DSJSON line; `order` lists 0-based action indexes, chosen first."""
+    """A decision as one DSJSON line; `order` lists 0-based action indexes, chosen first.
+
+    `mode` is the experiment's learning mode, `holdout` whether the decision went to the
+    control group, `unit_id` the unit that assignment hashed (the event id unless the request
+    named one), `holdout_share` the share configured when it was made (so the lift can be
+    computed per period when it changes), `baseline_action` the app's own choice (the
+    request's, or the first eligible action). VW's parser skips these keys.
+    """
     head = orjson.dumps(
         {
             "EventId": event_id,
@@ -118,6 +165,11 @@ def decision_line(
             "action_ids": list(action_ids),
             "sample_prob": sample_prob,
             "deferred": deferred,
+            "mode": mode,
+            "holdout": holdout,
+            "unit_id": event_id if unit_id is None else unit_id,
+            "holdout_share": holdout_share,
+            "baseline_action": action_ids[0] if baseline_action is None else baseline_action,
         }
     )
     return head[:-1] + b',"c":' + c_json + b"," + tail[1:] + b"\n"

@@ -61,7 +61,18 @@ def split_draw(event_id: str) -> float:
     return seeded_uniform(event_id, "split")
 
 
+def holdout_draw(experiment: str, unit_id: str) -> float:
+    """Uniform in [0, 1) fixed by (experiment, unit): a unit is held out when this is below
+    `holdout.share`, so the same unit is always in or always out (and raising the share only
+    adds units to the holdout). Its own salt keeps it independent of the choice and split
+    draws, and the experiment in the key keeps one user's groups independent across
+    experiments."""
+    return seeded_uniform(f"{experiment}\x00{unit_id}", "holdout")
+
+
 def ranking_order(pmf: Sequence[float], chosen: int) -> list[int]:
     """Chosen action first, then the others by decreasing probability (ties by position)."""
-    rest = sorted((i for i in range(len(pmf)) if i != chosen), key=lambda i: (-pmf[i], i))
+    # Python's sort is stable, reverse=True included: equal probabilities keep their order.
+    rest = sorted(range(len(pmf)), key=pmf.__getitem__, reverse=True)
+    rest.remove(chosen)
     return [chosen, *rest]

@@ -191,6 +191,38 @@ class EvaluationSettings(_Strict):
     recent_joins: int | None = Field(None, ge=1)
 
 
+#: How an experiment serves: the bandit's choice (online), the app's own choice with a little
+#: exploration while the bandit learns beside it (apprentice), or the app's choice only.
+LearningMode = Literal["online", "apprentice", "logging_only"]
+
+
+class GraduationSettings(_Strict):
+    """When an apprentice's bandit has shown it beats the baseline, switch to online."""
+
+    enabled: bool = True
+    estimator: Literal["dr", "ips", "snips"] = "dr"
+    #: Eval events the bandit's estimate must rest on before it may graduate.
+    min_events: int = Field(500, ge=1)
+    #: The bandit's lower bound must exceed the baseline's value by at least this much.
+    margin: float = Field(0.0, ge=0, allow_inf_nan=False)
+
+
+class ApprenticeSettings(_Strict):
+    #: Share of apprentice decisions spread uniformly over the actions (0: serve only the
+    #: baseline, which also means the bandit can never show it is better).
+    epsilon: float = Field(0.05, ge=0, le=1)
+    graduate: GraduationSettings = GraduationSettings()
+
+
+class HoldoutSettings(_Strict):
+    """A control group, assigned per unit (request `unit_id`, default the event id)."""
+
+    share: float = Field(0.0, ge=0, le=0.5)
+    #: What the control group is served: the request's baseline action, or a uniform draw
+    #: (uniform holdout decisions are also valid off-policy evaluation data).
+    policy: Literal["baseline", "uniform"] = "uniform"
+
+
 class ExperimentSettings(_Strict):
     vw_args: str = "--interactions :A -b 18"
     exploration: ExplorationSettings = ExplorationSettings()
@@ -198,6 +230,9 @@ class ExperimentSettings(_Strict):
     split: SplitSettings = SplitSettings()
     promotion: PromotionSettings = PromotionSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    mode: LearningMode = "online"
+    apprentice: ApprenticeSettings = ApprenticeSettings()
+    holdout: HoldoutSettings = HoldoutSettings()
 
     @field_validator("vw_args")
     @classmethod

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from click.testing import Result
+from typer.testing import CliRunner
 
 from cbloop.settings import Settings, load_settings
+from cbloop_cli.main import app
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -54,3 +58,23 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
 @pytest.fixture
 def settings(make_settings: SettingsFactory) -> Settings:
     return make_settings()
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Callable[..., Result]:
+    """Run a cbloop command in-process with the test's config.yaml (from make_settings).
+
+    Commands point the root logger at the stream they ran with (CliRunner's, closed
+    afterwards); the test's handlers are put back so later log calls keep working.
+    """
+
+    def run(*args: str) -> Result:
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        try:
+            return CliRunner().invoke(app, [*args, "--config", str(tmp_path / "config.yaml")])
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+
+    return run

@@ -20,16 +20,12 @@ from rich.progress import (
 )
 
 from cbloop.errors import CbloopError
-from cbloop_cli.common import ConfigOption, settings_from
+from cbloop_cli.common import ConfigOption
 from cbloop_cli.errors import fail
+from cbloop_cli.experiments import catalog_settings_from
 
 #: Bad lines printed one by one; past this only the count is printed.
 _BAD_LINES_SHOWN = 20
-
-
-def _count_lines(path: Path) -> int:
-    with path.open("rb") as handle:
-        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
 
 
 def register(app: typer.Typer) -> None:
@@ -38,7 +34,10 @@ def register(app: typer.Typer) -> None:
         source: Annotated[
             Path,
             typer.Argument(
-                help="JSON lines, one rank request per line (the body of POST /v1/rank)",
+                help=(
+                    "JSON lines, one rank request per line (the body of POST /v1/rank), or a "
+                    "Parquet file (.parquet), one request per row"
+                ),
                 exists=True,
                 dir_okay=False,
                 readable=True,
@@ -74,8 +73,9 @@ def register(app: typer.Typer) -> None:
         line was bad.
         """
         from cbloop_service.batch import BatchOptions, run_batch
+        from cbloop_service.batch_input import count_inputs
 
-        settings = settings_from(config)
+        settings = catalog_settings_from(config)
         options = BatchOptions(
             experiment=experiment,
             model_id=model,
@@ -83,7 +83,10 @@ def register(app: typer.Typer) -> None:
             workers=workers or min(os.cpu_count() or 1, 8),
         )
         err = Console(stderr=True)
-        total = _count_lines(source)
+        try:
+            total = count_inputs(source)
+        except CbloopError as exc:
+            fail(str(exc), code=2)
         with ExitStack() as stack:
             scratch = Path(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="cbloop-decide-"))

@@ -13,6 +13,7 @@ import typer
 from cbloop.settings import Settings
 from cbloop_cli.common import ConfigOption, settings_from
 from cbloop_cli.errors import fail
+from cbloop_cli.experiments import catalog_settings, catalog_settings_from, open_catalog
 
 if TYPE_CHECKING:
     from cbloop_pipeline.deploy import Decision
@@ -205,7 +206,7 @@ def register(app: typer.Typer) -> None:
         from cbloop_pipeline.learning import train_command
         from cbloop_pipeline.warm_start import WarmStartOptions
 
-        settings = settings_from(config)
+        settings = catalog_settings_from(config)
         options = WarmStartOptions(_label_column(label_column), events, seed)
         with Console(stderr=True).status(f"training {experiment} ..."):
             outcome = train_command(
@@ -250,7 +251,7 @@ def register(app: typer.Typer) -> None:
         from cbloop_pipeline.evaluate import EvaluateOptions
         from cbloop_pipeline.learning import evaluate_command
 
-        settings = settings_from(config)
+        settings = catalog_settings_from(config)
         options = EvaluateOptions(folds=folds, seed=seed, plot=plot, bootstrap=bootstrap)
         with Console(stderr=True).status(f"evaluating {experiment} ..."):
             record = evaluate_command(
@@ -275,7 +276,7 @@ def register(app: typer.Typer) -> None:
         """Apply the promotion rule and point the experiment at the candidate if it wins."""
         from cbloop_pipeline.learning import deploy_command
 
-        settings = settings_from(config)
+        settings = catalog_settings_from(config)
         decision = deploy_command(settings, experiment, model_id=model, force=force)
         _print_decision(decision)
 
@@ -292,7 +293,7 @@ def register(app: typer.Typer) -> None:
         """Point the experiment back at an earlier model."""
         from cbloop_pipeline.learning import rollback_command
 
-        settings = settings_from(config)
+        settings = catalog_settings_from(config)
         decision = rollback_command(settings, experiment, to=to)
         _print_decision(decision)
 
@@ -304,7 +305,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--experiment",
                 "-e",
-                help="Experiment to run (repeatable; default: every configured experiment).",
+                help="Experiment to run (repeatable; default: every active experiment).",
             ),
         ] = None,
         every: Annotated[
@@ -316,12 +317,21 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Ingest, join, train, evaluate and deploy, every DURATION (one loop at a time)."""
         from cbloop.settings import parse_duration
+        from cbloop_pipeline.graduation import CatalogModeSwitch
         from cbloop_pipeline.lock import LockHeld, exclusive_lock
         from cbloop_pipeline.loop import run_loop
 
-        settings = settings_from(config)
-        names = experiment or list(settings.experiments)
-        for name in names:
+        base = settings_from(config)
+        # The catalog again before every round: experiments created, changed or archived
+        # while the daemon runs are followed without a restart.
+        latest = [catalog_settings(base)]
+
+        def _refresh() -> Settings:
+            latest[0] = catalog_settings(base)
+            return latest[0]
+
+        settings = latest[0]
+        for name in experiment or ():
             settings.experiment(name)
         period = parse_duration(every or settings.pipeline.every)
         stop = threading.Event()
@@ -335,20 +345,24 @@ def register(app: typer.Typer) -> None:
         def _after_cycle(report: CycleReport) -> None:
             _print_cycle(report)
             if once:
-                _print_waiting(settings, report.experiment)
-            _apply_retention(settings)
+                _print_waiting(latest[0], report.experiment)
+            _apply_retention(latest[0])
 
         previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             with exclusive_lock(settings.pipeline.lock_path):
                 run_loop(
                     settings,
-                    names,
+                    experiment or None,
+                    settings_source=_refresh,
                     every=period,
                     once=once,
                     stop=stop,
                     on_cycle=_after_cycle,
                     on_failure=_print_failure,
+                    # A graduated apprentice becomes online in the catalog, so the workers
+                    # serve it online within a poll.
+                    mode_switch=CatalogModeSwitch(open_catalog(base)),
                 )
         except LockHeld as exc:
             # Its own status, so that a scheduler can tell "already running" from a failure.

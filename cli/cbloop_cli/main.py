@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from cbloop_cli import bench, dashboard, decide, learning, retention, serve, simulate, warehouse
+from cbloop_cli import (
+    bench,
+    dashboard,
+    decide,
+    experiments,
+    learning,
+    personalizer_import,
+    retention,
+    serve,
+    simulate,
+    tuning,
+    warehouse,
+)
 from cbloop_cli.errors import CbloopGroup
 
 app = typer.Typer(
@@ -16,7 +28,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (serve, warehouse, learning, retention, decide, simulate, bench, dashboard):
+for module in (
+    serve,
+    warehouse,
+    learning,
+    experiments,
+    personalizer_import,
+    retention,
+    decide,
+    simulate,
+    bench,
+    dashboard,
+    tuning,
+):
     module.register(app)
 
 

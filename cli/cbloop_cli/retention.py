@@ -10,6 +10,7 @@ import typer
 from cbloop.settings import Settings
 from cbloop_cli.common import ConfigOption, settings_from
 from cbloop_cli.errors import fail
+from cbloop_cli.experiments import catalog_settings
 
 if TYPE_CHECKING:
     from cbloop_pipeline.retention import GcResult
@@ -71,6 +72,7 @@ def register(app: typer.Typer) -> None:
         if not settings.retention.enabled():
             typer.echo("retention: every retention.*_days is null (keep forever); nothing to do")
             return
+        settings = catalog_settings(settings)
         try:
             # The loop's lock: a gc must not delete exports a running cycle is training on.
             with exclusive_lock(settings.pipeline.lock_path):

@@ -14,8 +14,9 @@ from typing import Annotated
 
 import typer
 
-from cbloop_cli.common import ConfigOption, settings_from
+from cbloop_cli.common import ConfigOption
 from cbloop_cli.errors import fail
+from cbloop_cli.experiments import catalog_settings_from
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +41,12 @@ def register(app: typer.Typer) -> None:
         from cbloop.registry import ModelRegistry
         from cbloop.storage import open_store
 
-        settings = settings_from(config)
+        settings = catalog_settings_from(config)
         bind_host = host or settings.service.host
         bind_port = port or settings.service.port
         _check_port(bind_host, bind_port)
-        # Done once here, before any worker exists, so that workers never race to create
-        # an experiment's first model.
+        # Done once here, before any worker exists, so that workers never race to seed the
+        # catalog or to create an experiment's first model.
         registry = ModelRegistry(open_store(settings.storage))
         for name, experiment in settings.experiments.items():
             pointer = registry.ensure_initial_model(name, experiment)

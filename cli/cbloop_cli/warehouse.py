@@ -13,6 +13,7 @@ import typer
 from cbloop.settings import Settings
 from cbloop_cli.common import ConfigOption, settings_from
 from cbloop_cli.errors import fail
+from cbloop_cli.experiments import catalog_settings_from
 
 if TYPE_CHECKING:
     import duckdb
@@ -84,7 +85,7 @@ def register(app: typer.Typer) -> None:
         from cbloop.storage import open_store
         from cbloop_pipeline.join import parse_as_of, run_join
 
-        settings = settings_from(config)
+        settings = catalog_settings_from(config)
         exp_settings = settings.experiment(experiment)
         moment = parse_as_of(as_of) if as_of is not None else None
         with _warehouse(settings) as con:
@@ -127,10 +128,10 @@ def register(app: typer.Typer) -> None:
             fail(f"--by must be hour, model or experiment, not {by!r}")
         from cbloop_pipeline.quarantine import quarantine_summary
 
-        settings = settings_from(config)
+        settings = catalog_settings_from(config)
         if experiment not in settings.experiments:
             known = ", ".join(sorted(settings.experiments))
-            fail(f"unknown experiment {experiment!r} (configured: {known})")
+            fail(f"unknown experiment {experiment!r} (active: {known})")
         with _warehouse(settings) as con:
             result = experiment_report(con, experiment, cast(Grouping, by))
             quarantined = quarantine_summary(con, experiment)

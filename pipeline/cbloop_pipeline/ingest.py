@@ -248,7 +248,8 @@ def _insert_batch(
 _DECISION_SHAPE = (
     '{"EventId":"VARCHAR","Timestamp":"TIMESTAMPTZ","experiment":"VARCHAR",'
     '"model_id":"VARCHAR","a":"BIGINT[]","p":"DOUBLE[]","sample_prob":"DOUBLE",'
-    '"deferred":"BOOLEAN"}'
+    '"deferred":"BOOLEAN","action_ids":"VARCHAR[]","mode":"VARCHAR","holdout":"BOOLEAN",'
+    '"unit_id":"VARCHAR","holdout_share":"DOUBLE","baseline_action":"VARCHAR"}'
 )
 _OUTCOME_SHAPE = (
     '{"EventId":"VARCHAR","Timestamp":"TIMESTAMPTZ","kind":"VARCHAR","value":"DOUBLE",'
@@ -273,7 +274,10 @@ def _insert_decisions(con: duckdb.DuckDBPyConnection, batch_id: int, files: File
             timezone('UTC', j.Timestamp), j.experiment, j.model_id,
             j.a[1], j.p[1], list_max(j.p),
             CASE WHEN len(j.a) = len(j.p) THEN len(j.a) END,
-            j.sample_prob, coalesce(j.deferred, false)
+            j.sample_prob, coalesce(j.deferred, false),
+            coalesce(j.mode, 'online'), coalesce(j.holdout, false),
+            coalesce(j.unit_id, j.EventId), coalesce(j.holdout_share, 0.0),
+            coalesce(list_position(j.action_ids, j.baseline_action), 1)
         FROM {checked_sql("decisions", lines)}
         """,
         {"b": batch_id, **files.params},

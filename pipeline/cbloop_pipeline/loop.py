@@ -35,6 +35,7 @@ from cbloop_pipeline import loop_state
 from cbloop_pipeline.dashboard.snapshot import publish_quietly
 from cbloop_pipeline.deploy import deploy, latest_candidate
 from cbloop_pipeline.evaluate import evaluate_candidate
+from cbloop_pipeline.graduation import ModeSwitch, graduation_step
 from cbloop_pipeline.ingest import ingest
 from cbloop_pipeline.join import run_join
 from cbloop_pipeline.join_catalog import finished_joins
@@ -198,6 +199,38 @@ def _deploy(ctx: _Context) -> StepResult:
     )
 
 
+def _graduate(ctx: _Context, cycle: int, switch: ModeSwitch | None) -> StepReport | None:
+    """Apprentice experiments only: assess the newest evaluation and maybe go online.
+
+    Run after the resumable steps (a rerun skips an evaluation already assessed) and recorded
+    in loop_steps like a step; a failure stops the cycle like any step's.
+    """
+    experiment = ctx.settings.experiment(ctx.name)
+    if experiment.mode != "apprentice":
+        return None
+    started = utcnow_naive()
+    try:
+        status, detail = graduation_step(
+            ctx.con,
+            ctx.registry,
+            ctx.name,
+            experiment,
+            switch,
+            work_dir=ctx.work_dir,
+        )
+    except Exception as exc:
+        loop_state.stage_failed(
+            ctx.con, ctx.name, cycle, "graduate", detail=_describe(exc), started_at=started
+        )
+        raise LoopStepError(ctx.name, "graduate", exc) from exc
+    ctx.con.execute(
+        "INSERT INTO loop_steps VALUES (?, ?, 'graduate', ?, ?, ?, ?)",
+        [ctx.name, cycle, status, started, utcnow_naive(), detail],
+    )
+    logger.info("%s cycle %d graduate: %s (%s)", ctx.name, cycle, status, detail)
+    return StepReport("graduate", status, detail)
+
+
 STEP_FUNCTIONS: dict[str, Callable[[_Context], StepResult]] = {
     "ingest": _ingest,
     "join": _join,
@@ -216,8 +249,13 @@ def run_cycle(
     *,
     work_dir: Path | None = None,
     unrecorded: list[Outage] | None = None,
+    mode_switch: ModeSwitch | None = None,
 ) -> CycleReport:
     """One full cycle for one experiment (or the rest of an interrupted one).
+
+    `mode_switch` applies an apprentice's graduation to online where the experiment is
+    defined (e.g. the catalog); it is recorded in the warehouse's `graduations` either way
+    (see pipeline.graduation).
 
     `unrecorded`: failures that happened while the warehouse could not be written (it was
     busy); they are recorded in loop_steps as soon as it can be, then removed from the list.
@@ -241,6 +279,9 @@ def run_cycle(
         _outside_step(ctx, cycle, "reconcile", lambda: reconcile_states(registry, name))
         for step in loop_state.STEPS[first:]:
             report.steps.append(_run_step(ctx, cycle, step))
+        graduated = _graduate(ctx, cycle, mode_switch)
+        if graduated is not None:
+            report.steps.append(graduated)
         _outside_step(ctx, cycle, "sync", lambda: sync_experiment(con, registry, name))
         current = _outside_step(ctx, cycle, "sync", lambda: registry.current(name))
         loop_state.finish_cycle(con, name)
@@ -299,7 +340,7 @@ def _run_step(ctx: _Context, cycle: int, step: str) -> StepReport:
 
 def run_loop(
     settings: Settings,
-    experiments: Sequence[str],
+    experiments: Sequence[str] | None,
     *,
     every: float,
     once: bool,
@@ -307,8 +348,15 @@ def run_loop(
     on_cycle: Callable[[CycleReport], None] | None = None,
     on_failure: Callable[[str, BaseException, float], None] | None = None,
     work_dir: Path | None = None,
+    settings_source: Callable[[], Settings] | None = None,
+    mode_switch: ModeSwitch | None = None,
 ) -> None:
     """Run cycles every `every` seconds until `stop` is set (or once). Caller holds the lock.
+
+    `experiments`: the names to run, or None for every experiment the settings have.
+    `settings_source`, when given, is asked for the settings before each round (the
+    experiment catalog), so a daemon runs an experiment created, changed or archived while
+    it runs; a named experiment no longer there is skipped with a warning.
 
     A daemon (not `once`) survives every failure but a fatal one (`is_fatal`: bad settings,
     a damaged warehouse): it records the failure, backs off (`Backoff`) and tries again.
@@ -320,9 +368,28 @@ def run_loop(
         started = time.monotonic()
         try:
             failed = False
-            for name in experiments:
+            try:
+                current = settings if settings_source is None else settings_source()
+            except Exception as exc:
+                if once or is_fatal(exc):
+                    raise
+                failed = True
+                delay = backoff.next_delay()
+                logger.warning("could not read the experiments; retrying in %.0fs: %s", delay, exc)
+                if on_failure is not None:
+                    on_failure("(experiments)", exc, delay)
+                current, names = settings, []
+            else:
+                names = _names(current, experiments)
+            for name in names:
                 try:
-                    report = run_cycle(settings, name, work_dir=work_dir, unrecorded=unrecorded)
+                    report = run_cycle(
+                        current,
+                        name,
+                        work_dir=work_dir,
+                        unrecorded=unrecorded,
+                        mode_switch=mode_switch,
+                    )
                 except Exception as exc:
                     if once or is_fatal(exc):
                         damage = corruption_cause(exc)
@@ -357,3 +424,12 @@ def run_loop(
         else:
             backoff.reset()
             stop.wait(max(0.0, every - (time.monotonic() - started)))
+
+
+def _names(settings: Settings, experiments: Sequence[str] | None) -> list[str]:
+    if experiments is None:
+        return list(settings.experiments)
+    gone = [n for n in experiments if n not in settings.experiments]
+    if gone:
+        logger.warning("skipping experiments that are not active: %s", ", ".join(gone))
+    return [n for n in experiments if n in settings.experiments]

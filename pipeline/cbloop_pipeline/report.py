@@ -13,7 +13,9 @@ import duckdb
 import orjson
 
 from cbloop.clock import format_ts
-from cbloop_pipeline.report_view import legend, render_rows
+from cbloop_pipeline.graduation import graduation_of, latest_assessment
+from cbloop_pipeline.lift import holdout_lift
+from cbloop_pipeline.report_view import legend, render_apprentice, render_lift, render_rows
 
 Grouping = Literal["hour", "model", "experiment"]
 Format = Literal["table", "json", "csv"]
@@ -33,6 +35,10 @@ class Report:
     rows: list[tuple[Any, ...]]
     #: Counts over the whole warehouse (see `warehouse_counts`); None when not measured.
     counts: dict[str, int | None] = field(default_factory=dict)
+    #: Bandit against holdout per period, day and overall (pipeline.lift.holdout_lift).
+    lift: dict[str, Any] = field(default_factory=dict)
+    #: The newest apprentice assessment and the graduation, if any (pipeline.graduation).
+    apprentice: dict[str, Any] | None = None
 
     def records(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
@@ -47,7 +53,25 @@ def experiment_report(
     )
     columns = [d[0] for d in cursor.description]
     rows = [tuple(r) for r in cursor.fetchall()]
-    return Report(experiment, by, columns, rows, warehouse_counts(con))
+    return Report(
+        experiment,
+        by,
+        columns,
+        rows,
+        warehouse_counts(con),
+        lift=holdout_lift(con, experiment),
+        apprentice=apprentice_standing(con, experiment),
+    )
+
+
+def apprentice_standing(con: duckdb.DuckDBPyConnection, experiment: str) -> dict[str, Any] | None:
+    """The newest assessment of the experiment's apprentice bandit, with its graduation."""
+    latest = latest_assessment(con, experiment)
+    if latest is None:
+        return None
+    graduation = graduation_of(con, experiment)
+    latest["graduated_at"] = graduation["graduated_at"] if graduation else None
+    return latest
 
 
 #: What the counts mean, for the table's footer and the README.
@@ -91,6 +115,8 @@ def render(report: Report, fmt: Format, *, width: int | None = None) -> str:
                 "by": report.by,
                 "rows": [{k: _plain(v) for k, v in r.items()} for r in report.records()],
                 "counts": report.counts,
+                "lift": _plain_tree(report.lift),
+                "apprentice": _plain_tree(report.apprentice),
             },
             option=orjson.OPT_INDENT_2,
         ).decode()
@@ -121,9 +147,22 @@ def _table(report: Report, width: int | None) -> str:
         for name, value in shown.items()
     ]
     parts = [body, "\n".join(counts)] if counts else [body]
+    if report.lift:
+        parts.append(render_lift(report.lift, width or 100))
+    apprentice = render_apprentice(report.apprentice, width or 100)
+    if apprentice is not None:
+        parts.append(apprentice)
     if report.rows:
         parts.append(legend(report.by))
     return "\n\n".join(parts)
+
+
+def _plain_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_tree(v) for v in value]
+    return _plain(value)
 
 
 def _plain(value: Any) -> Any:

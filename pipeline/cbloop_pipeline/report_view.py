@@ -203,3 +203,103 @@ def legend(by: str) -> str:
     for col in columns_for(by):
         lines.append(f"  {col.heading:<16} {col.meaning}")
     return "\n".join(lines)
+
+
+# -- lift over the holdout, and the apprentice's standing ---------------------------------
+
+
+def _signed(value: Any) -> str:
+    return "-" if value is None else f"{value:+.3f}"
+
+
+def _signed_pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:+.1f}%"
+
+
+def _interval(low: Any, high: Any, fmt: Callable[[Any], str]) -> str:
+    return "" if low is None or high is None else f" [{fmt(low)}, {fmt(high)}]"
+
+
+def _lift_text(lift: Row) -> str:
+    absolute = _signed(lift["absolute"]) + _interval(
+        lift["absolute_low"], lift["absolute_high"], _signed
+    )
+    relative = _signed_pct(lift["relative"]) + _interval(
+        lift["relative_low"], lift["relative_high"], _signed_pct
+    )
+    return f"lift {absolute}, relative {relative}"
+
+
+def _comparison_text(entry: Row) -> str:
+    b, h = entry["bandit"], entry["holdout"]
+    return (
+        f"bandit {_num(b['mean_reward'])} (n {b['learned']}) vs holdout "
+        f"{_num(h['mean_reward'])} (n {h['learned']}): {_lift_text(entry['lift'])}"
+    )
+
+
+def _ratio_text(check: Row) -> str:
+    if check["p_value"] is None:
+        return "sample ratio: -"
+    verdict = "MISMATCH (p < 0.001)" if check["mismatch"] else "ok"
+    return (
+        f"sample ratio: {_pct(check['observed_share'])} of {check['units']} units held out "
+        f"(set {_pct(check['expected_share'])}), p = {check['p_value']:.3g}: {verdict}"
+    )
+
+
+def _minute(iso: Any) -> str:
+    """'2026-12-03T07:41:59.123456' -> '2026-12-03 07:41'."""
+    return "-" if iso is None else str(iso)[:16].replace("T", " ")
+
+
+def render_lift(lift: Row, width: int) -> str:
+    """The lift section: per period of constant share (and its days), then overall."""
+    if not lift.get("configured"):
+        return "lift over the holdout: no holdout configured (holdout.share is 0)"
+    lines = ["lift over the holdout (bandit minus holdout mean reward, 95% intervals):"]
+    for period in lift["periods"]:
+        if period["share"] <= 0:
+            lines.append(
+                f"  period {period['period']} (no holdout): {_minute(period['from'])} .. "
+                f"{_minute(period['to'])}"
+            )
+            continue
+        lines.append(
+            f"  period {period['period']} (holdout share {_pct(period['share'])}, "
+            f"{_minute(period['from'])} .. {_minute(period['to'])}): "
+            f"{_comparison_text(period)}; "
+            f"{_ratio_text(period['sample_ratio'])}"
+        )
+        for day in lift["days"]:
+            if day["period"] == period["period"]:
+                lines.append(f"    {day['day']}: {_comparison_text(day)}")
+    overall = lift["overall"]
+    mismatch = "; sample ratio MISMATCH in a period" if overall["sample_ratio_mismatch"] else ""
+    lines.append(
+        f"  overall ({overall['periods']} period(s)): bandit "
+        f"{_num(overall['bandit_mean_reward'])} vs holdout "
+        f"{_num(overall['holdout_mean_reward'])}: {_lift_text(overall['lift'])}{mismatch}"
+    )
+    lines.append(textwrap.fill(f"  ({lift['method']})", width, subsequent_indent="   "))
+    return "\n".join(
+        textwrap.fill(line, width, subsequent_indent="      ") if len(line) > width else line
+        for line in lines
+    )
+
+
+def render_apprentice(standing: Row | None, width: int = 100) -> str | None:
+    """The newest apprentice assessment: imitation, value against the baseline, graduation."""
+    if standing is None:
+        return None
+    parts = [
+        f"apprentice: bandit {short_model(standing['model_id'])} imitates the baseline on "
+        f"{_pct(standing['imitation_rate'])} of {standing['n_events']} eval events; "
+        f"its {standing['estimator']} estimate {_num(standing['estimate'])} "
+        f"(lower bound {_num(standing['lower_bound'])}) vs the baseline's "
+        f"{_num(standing['baseline_value'])}",
+        f"  graduation: {'yes' if standing['graduate'] else 'no'} ({standing['reason']})",
+    ]
+    if standing.get("graduated_at") is not None:
+        parts.append(f"  graduated to online at {_minute(standing['graduated_at'])} UTC")
+    return "\n".join(textwrap.fill(part, width, subsequent_indent="    ") for part in parts)

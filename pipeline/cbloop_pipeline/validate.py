@@ -64,6 +64,11 @@ _DECISION = _Shape(
         "$.action_ids",
         "$.sample_prob",
         "$.deferred",
+        "$.mode",
+        "$.holdout",
+        "$.unit_id",
+        "$.holdout_share",
+        "$.baseline_action",
     ),
     values=(
         "$.EventId",
@@ -76,8 +81,15 @@ _DECISION = _Shape(
         "$.action_ids",
         "$.sample_prob",
         "$.deferred",
+        "$.mode",
+        "$.holdout_share",
+        "$.baseline_action",
     ),
 )
+#: The learning modes a decision line may record (cbloop.settings.LearningMode).
+MODES = ("online", "apprentice", "logging_only")
+#: Largest holdout share the settings allow.
+MAX_HOLDOUT_SHARE = 0.5
 _OUTCOME = _Shape(
     types=("$", "$.EventId", "$.Timestamp", "$.kind", "$.value", "$.idempotency_key"),
     values=("$.EventId", "$.Timestamp", "$.kind", "$.value", "$.idempotency_key"),
@@ -171,8 +183,37 @@ def _decision_reason() -> str:
             "sample_prob must be a number in [0, 1)",
         ),
         (f"{d.t('$.deferred')} NOT IN ('BOOLEAN', 'NULL')", "deferred must be true or false"),
+        *_mode_rules(d),
     ]
     return _case(rules)
+
+
+def _mode_rules(d: _Shape) -> list[tuple[str, str]]:
+    """The keys of learning modes and holdout (all optional: older lines lack them)."""
+    modes = ", ".join(f"'{m}'" for m in MODES)
+    share = f"try_cast({d.v('$.holdout_share')} AS DOUBLE)"
+    return [
+        (
+            f"{d.t('$.mode')} NOT IN ('VARCHAR', 'NULL') OR {d.v('$.mode')} NOT IN ({modes})",
+            "mode must be online, apprentice or logging_only",
+        ),
+        (f"{d.t('$.holdout')} NOT IN ('BOOLEAN', 'NULL')", "holdout must be true or false"),
+        (f"{d.t('$.unit_id')} NOT IN ('VARCHAR', 'NULL')", "unit_id must be a string"),
+        (
+            f"{d.t('$.holdout_share')} NOT IN {_NUMBER[:-1]}, 'NULL') OR NOT "
+            f"coalesce({share} >= 0 AND {share} <= {MAX_HOLDOUT_SHARE}, true)",
+            f"holdout_share must be a number in [0, {MAX_HOLDOUT_SHARE}]",
+        ),
+        (
+            f"{d.t('$.baseline_action')} NOT IN ('VARCHAR', 'NULL') OR "
+            # try(): the branches are evaluated for every line, also those whose action_ids
+            # an earlier rule already refused.
+            f"({d.t('$.baseline_action')} = 'VARCHAR' AND NOT list_contains("
+            f"try(from_json({d.v('$.action_ids')}, '[\"VARCHAR\"]')), "
+            f"{d.v('$.baseline_action')}))",
+            "baseline_action must be one of action_ids",
+        ),
+    ]
 
 
 def _outcome_reason() -> str:

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import multiprocessing as mp
 import queue
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +27,7 @@ from cbloop.eventlog.shipper import make_shipper
 from cbloop.registry import ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
+from cbloop_service.batch_input import input_lines
 from cbloop_service.errors import ServiceError, validation_detail
 from cbloop_service.policy import LoadedModel, ModelLoader, ModelRefused, PolicyHolder
 from cbloop_service.ranking import check_limits, rank
@@ -158,16 +159,7 @@ class LineDecider:
         except ServiceError as exc:
             detail = f"{exc.field}: {exc.message}" if exc.field else exc.message
             raise InvalidInput(detail) from None
-        return orjson.dumps(
-            {
-                "event_id": decision.event_id,
-                "experiment": decision.experiment,
-                "model_id": decision.model_id,
-                "action_id": decision.action_id,
-                "probability": decision.probability,
-                "ranking": [{"id": a, "probability": p} for a, p in decision.ranking],
-            }
-        )
+        return orjson.dumps(decision.answer())
 
     def close(self) -> None:
         self.writer.close()
@@ -212,11 +204,11 @@ def _worker(
         results.put(("done", "", ""))
 
 
-def _chunks(handle: IO[bytes]) -> Iterator[Chunk]:
+def _chunks(source: Iterable[bytes]) -> Iterator[Chunk]:
     index, number = 0, 1
     lines: list[bytes] = []
     first = 1
-    for raw in handle:
+    for raw in source:
         stripped = raw.strip()
         if stripped:
             if not lines:
@@ -347,13 +339,12 @@ def _feed_and_collect(
             next_out += 1
 
     try:
-        with source.open("rb") as handle:
-            for chunk in _chunks(handle):
-                while in_flight >= limit:
-                    collect_one()
-                tasks.put(chunk)
-                sent += 1
-                in_flight += 1
+        for chunk in _chunks(input_lines(source)):
+            while in_flight >= limit:
+                collect_one()
+            tasks.put(chunk)
+            sent += 1
+            in_flight += 1
     except OSError as exc:
         raise BatchError(f"cannot read {source}: {exc.strerror}") from exc
     finally:

@@ -20,6 +20,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cbloop.errors import CbloopError, InvalidInput, TransientError
 from cbloop.eventlog import EventLogError
+from cbloop.experiments import (
+    ExperimentConflict,
+    ExperimentExists,
+    ExperimentNotFound,
+    InvalidExperiment,
+)
 from cbloop.sampling import InvalidPmf
 from cbloop.storage import StorageError
 
@@ -44,6 +50,17 @@ class UnknownExperiment(ServiceError, InvalidInput):
 
     def __init__(self, experiment: str) -> None:
         super().__init__(f"experiment {experiment!r} is not configured", field="experiment")
+
+
+class ArchivedExperiment(ServiceError, InvalidInput):
+    status_code = 404
+    code = "experiment_archived"
+
+    def __init__(self, experiment: str) -> None:
+        super().__init__(
+            f"experiment {experiment!r} is archived; create it again to serve it",
+            field="experiment",
+        )
 
 
 class AllActionsExcluded(ServiceError, InvalidInput):
@@ -207,6 +224,19 @@ async def _invalid_input(request: Request, exc: Exception) -> Response:
     return _json(422, error_body("invalid_input", str(exc)))
 
 
+async def _invalid_experiment(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidExperiment)
+    return _json(422, error_body("invalid_experiment", str(exc), exc.errors))
+
+
+async def _experiment_not_found(request: Request, exc: Exception) -> Response:
+    return _json(404, error_body("unknown_experiment", str(exc), [("name", str(exc))]))
+
+
+async def _experiment_conflict(request: Request, exc: Exception) -> Response:
+    return _json(409, error_body("experiment_conflict", str(exc), [("name", str(exc))]))
+
+
 async def _cbloop_error(request: Request, exc: Exception) -> Response:
     # A domain failure no row above names: the server's fault, not the client's.
     logger.error("request failed", exc_info=exc)
@@ -224,6 +254,10 @@ HANDLERS: dict[type[Exception], Handler] = {
     StarletteHTTPException: _http_error,
     EventLogError: _event_log_error,
     InvalidPmf: _invalid_pmf,
+    InvalidExperiment: _invalid_experiment,
+    ExperimentNotFound: _experiment_not_found,
+    ExperimentExists: _experiment_conflict,
+    ExperimentConflict: _experiment_conflict,
     StorageError: _storage_error,
     TransientError: _transient,
     InvalidInput: _invalid_input,

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import pylibvw
 import vowpalwabbit
@@ -28,7 +29,7 @@ from cbloop.sampling import InvalidPmf, normalize_pmf
 from cbloop.settings import ExperimentSettings, Settings
 from cbloop.storage import StorageError
 from cbloop.vw import ModelLoadError, open_workspace
-from cbloop_service.errors import UnknownExperiment
+from cbloop_service.errors import ArchivedExperiment, UnknownExperiment
 
 logger = logging.getLogger(__name__)
 
@@ -200,9 +201,18 @@ class ModelLoader:
 
 
 class PolicySet:
-    """The holders of every configured experiment, for one worker."""
+    """The holders of every active experiment, for one worker.
+
+    `holders` is replaced whole, never changed in place (`replace`): a reader iterating it on
+    another thread keeps a consistent dict while the watcher adds or drops an experiment.
+    """
 
     def __init__(self, holders: dict[str, PolicyHolder]) -> None:
+        self.holders = holders
+        self.archived: frozenset[str] = frozenset()
+
+    def replace(self, holders: dict[str, PolicyHolder], archived: frozenset[str]) -> None:
+        self.archived = archived
         self.holders = holders
 
     def close(self) -> None:
@@ -214,6 +224,8 @@ class PolicySet:
         try:
             return self.holders[experiment]
         except KeyError:
+            if experiment in self.archived:
+                raise ArchivedExperiment(experiment) from None
             raise UnknownExperiment(experiment) from None
 
     @classmethod
@@ -243,29 +255,37 @@ class PolicySet:
         holders: dict[str, PolicyHolder],
     ) -> None:
         for name, exp in settings.experiments.items():
-            pointer = registry.current(name)
-            if pointer is None:
-                # `cbloop serve` creates these before forking workers; this covers an app
-                # started directly (tests, embedding) on an empty registry.
-                pointer = registry.ensure_initial_model(name, exp)
-            holder = PolicyHolder(
-                name,
-                exp,
-                _startup_model(
-                    name,
-                    settings=exp,
-                    current=pointer.model_id,
-                    previous=pointer.previous,
-                    loader=loader,
-                    on_refused=on_refused,
-                ),
-            )
-            holder.pointer_model_id = pointer.model_id
-            holders[name] = holder
-            logger.info(
-                "serving model",
-                extra={"experiment": name, "model_id": holder.model.model_id},
-            )
+            holders[name] = open_holder(name, exp, registry, loader, on_refused)
+
+
+def open_holder(
+    name: str,
+    exp: ExperimentSettings,
+    registry: ModelRegistry,
+    loader: ModelLoader,
+    on_refused: Callable[[str, ModelRefused], None],
+) -> PolicyHolder:
+    """A holder for one experiment, serving its pointer's model (created if it has none)."""
+    pointer = registry.current(name)
+    if pointer is None:
+        # `cbloop serve` and the catalog create these before workers look; this covers an
+        # app started directly (tests, embedding) on an empty registry.
+        pointer = registry.ensure_initial_model(name, exp)
+    holder = PolicyHolder(
+        name,
+        exp,
+        _startup_model(
+            name,
+            settings=exp,
+            current=pointer.model_id,
+            previous=pointer.previous,
+            loader=loader,
+            on_refused=on_refused,
+        ),
+    )
+    holder.pointer_model_id = pointer.model_id
+    logger.info("serving model", extra={"experiment": name, "model_id": holder.model.model_id})
+    return holder
 
 
 def _startup_model(
@@ -290,6 +310,14 @@ def _startup_model(
         extra={"experiment": experiment},
     )
     return loader.fallback(settings)
+
+
+class CatalogPoll(Protocol):
+    """What the watcher needs of the experiment catalog's follower (`catalog_sync`)."""
+
+    def poll(self) -> None: ...
+
+    def poll_safely(self) -> bool: ...
 
 
 #: Longest wait between polls while they keep failing (or poll_seconds, if longer).
@@ -324,8 +352,10 @@ class ModelWatcher:
         on_refused: Callable[[str, ModelRefused], None],
         on_error: Callable[[PolicyHolder, BaseException], None] | None = None,
         on_poll: Callable[[PolicyHolder], None] | None = None,
+        catalog: CatalogPoll | None = None,
     ) -> None:
         self.policies = policies
+        self.catalog = catalog
         self.registry = registry
         self.loader = loader
         self.poll_seconds = poll_seconds
@@ -354,6 +384,8 @@ class ModelWatcher:
     def _run(self) -> None:
         while not self._stop.wait(backoff_seconds(self.poll_seconds, self._failed_rounds)):
             failed = False
+            if self.catalog is not None:
+                failed |= not self.catalog.poll_safely()
             for holder in self.policies.holders.values():
                 failed |= not self._poll_safely(holder)
             self._failed_rounds = self._failed_rounds + 1 if failed else 0
@@ -397,6 +429,10 @@ class ModelWatcher:
             return
         holder.pointer_model_id = pointer.model_id
         if pointer.model_id != holder.model.model_id:
+            if self.catalog is not None:
+                # A change of VW arguments writes the experiment before it moves the
+                # pointer: reading the catalog after the pointer sees the new arguments.
+                self.catalog.poll()
             try:
                 loaded = self.loader.load(name, holder.settings, pointer.model_id)
             except ModelRefused as exc:

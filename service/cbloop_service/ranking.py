@@ -27,6 +27,7 @@ from cbloop_service.errors import (
     RewardOutOfRange,
     UnknownExperiment,
 )
+from cbloop_service.modes import assign, baseline_index
 from cbloop_service.policy import PolicyHolder, predict_pmf
 from cbloop_service.schemas import RankRequest
 
@@ -41,6 +42,23 @@ class Decision:
     #: (action id, probability): the chosen action, the other eligible ones by decreasing
     #: probability, then the excluded ones (probability 0).
     ranking: list[tuple[str, float]]
+    mode: str = "online"
+    holdout: bool = False
+    unit_id: str = ""
+
+    def answer(self) -> dict[str, object]:
+        """The answer body of POST /v1/rank (and a line of `cbloop decide`)."""
+        return {
+            "event_id": self.event_id,
+            "experiment": self.experiment,
+            "model_id": self.model_id,
+            "action_id": self.action_id,
+            "probability": self.probability,
+            "ranking": [{"id": a, "probability": p} for a, p in self.ranking],
+            "mode": self.mode,
+            "holdout": self.holdout,
+            "unit_id": self.unit_id,
+        }
 
 
 def check_limits(request: RankRequest, limits: ServiceSettings) -> None:
@@ -93,12 +111,34 @@ def rank(request: RankRequest, policy: PolicyHolder, decisions: SegmentWriter) -
     if not eligible:
         raise AllActionsExcluded()
     event_id = request.event_id or secrets.token_hex(16)
-    action_ids = [a.id for a in eligible]
-    c_json = encode_context(
-        build_vw_context(request.context, [(a.id, a.features) for a in eligible])
+    pairs = [(a.id, a.features) for a in eligible]
+    action_ids = [pair[0] for pair in pairs]
+    baseline = (
+        0
+        if request.baseline_action is None
+        else baseline_index(request.baseline_action, action_ids, excluded)
     )
+    unit_id = request.unit_id or event_id
+    c_json = encode_context(build_vw_context(request.context, pairs))
     model = policy.model  # one read: a concurrent swap cannot mix two models in this request
-    pmf = normalize_pmf(predict_pmf(model.workspace, predict_line(c_json)), len(eligible))
+    settings = policy.settings
+    mode, holdout, share = "online", False, settings.holdout.share
+    if settings.mode == "online" and share == 0.0:
+        pmf = normalize_pmf(predict_pmf(model.workspace, predict_line(c_json)), len(eligible))
+    else:
+        assigned = assign(
+            policy.experiment,
+            settings,
+            unit_id=unit_id,
+            n_actions=len(eligible),
+            baseline=baseline,
+        )
+        mode, holdout = assigned.mode, assigned.holdout
+        pmf = (
+            normalize_pmf(predict_pmf(model.workspace, predict_line(c_json)), len(eligible))
+            if assigned.pmf is None
+            else assigned.pmf
+        )
     chosen = choose(event_id, pmf)
     # The logged "a" order is also the answer's ranking, so an app showing ranking[0] shows
     # exactly the logged choice.
@@ -115,6 +155,11 @@ def rank(request: RankRequest, policy: PolicyHolder, decisions: SegmentWriter) -
             action_ids=action_ids,
             sample_prob=split_draw(event_id),
             deferred=request.defer_activation,
+            mode=mode,
+            holdout=holdout,
+            unit_id=unit_id,
+            holdout_share=share,
+            baseline_action=action_ids[baseline],
         )
     )
     ranking = [(action_ids[i], pmf[i]) for i in order]
@@ -127,6 +172,9 @@ def rank(request: RankRequest, policy: PolicyHolder, decisions: SegmentWriter) -
         action_id=action_ids[chosen],
         probability=pmf[chosen],
         ranking=ranking,
+        mode=mode,
+        holdout=holdout,
+        unit_id=unit_id,
     )
 
 

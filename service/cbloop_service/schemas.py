@@ -141,6 +141,8 @@ _RANK_EXAMPLE: dict[str, Any] = {
     ],
     "excluded_actions": ["politics"],
     "defer_activation": False,
+    "baseline_action": "cooking",
+    "unit_id": "user-8812",
 }
 
 
@@ -179,6 +181,24 @@ class RankRequest(_Body):
         ),
         examples=[False],
     )
+    baseline_action: ActionIdStr | None = Field(
+        None,
+        description=(
+            "What the app would show without cbloop (its own choice): served as is in "
+            "`logging_only` mode, most of the time in `apprentice` mode, and to a `baseline` "
+            "holdout. Must be one of `actions` and not excluded; default: the first eligible "
+            "action."
+        ),
+        examples=["cooking"],
+    )
+    unit_id: EventId | None = Field(
+        None,
+        description=(
+            "The unit the holdout is assigned by (e.g. the user id): the same unit is always "
+            "in or always out of the holdout. Default: the event id."
+        ),
+        examples=["user-8812"],
+    )
 
     @field_validator("actions")
     @classmethod
@@ -200,6 +220,28 @@ class RankedAction(BaseModel):
 
 
 class RankResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "e-2026-0001",
+                    "experiment": "default",
+                    "model_id": "m-20261122T120000-1a2b",
+                    "action_id": "cooking",
+                    "probability": 0.93,
+                    "ranking": [
+                        {"id": "cooking", "probability": 0.93},
+                        {"id": "sports", "probability": 0.07},
+                        {"id": "politics", "probability": 0.0},
+                    ],
+                    "mode": "online",
+                    "holdout": False,
+                    "unit_id": "user-8812",
+                }
+            ]
+        }
+    )
+
     event_id: str = Field(
         description="Send rewards and activations for this decision to this id.",
         examples=["e-2026-0001"],
@@ -225,6 +267,21 @@ class RankResponse(BaseModel):
                 {"id": "politics", "probability": 0.0},
             ]
         ],
+    )
+    mode: str = Field(
+        description="The experiment's learning mode: online, apprentice or logging_only.",
+        examples=["online"],
+    )
+    holdout: bool = Field(
+        description=(
+            "True when the decision went to the control group (holdout.policy served it, "
+            "not the bandit)."
+        ),
+        examples=[False],
+    )
+    unit_id: str = Field(
+        description="The unit the holdout assignment used (the request's, or the event id).",
+        examples=["user-8812"],
     )
 
 

@@ -11,10 +11,12 @@ from pathlib import Path
 from cbloop.clock import epoch_seconds, format_ts
 from cbloop.eventlog import EventLog
 from cbloop.eventlog.shipper import SegmentShipper, make_shipper
+from cbloop.experiments import ExperimentCatalog
 from cbloop.registry import ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
 from cbloop_service.auth import Authenticator
+from cbloop_service.catalog_sync import CatalogSync
 from cbloop_service.metrics import ServiceMetrics
 from cbloop_service.policy import (
     LoadedModel,
@@ -39,6 +41,9 @@ class ServiceState:
     watcher: ModelWatcher
     shipper: SegmentShipper | None
     auth: Authenticator
+    catalog: ExperimentCatalog
+    #: Follows the catalog; also applies a change the admin routes just wrote.
+    experiments: CatalogSync
     #: Undoes everything `open_service` set up, in reverse order.
     resources: ExitStack
 
@@ -63,6 +68,14 @@ def open_service(settings: Settings, metrics: ServiceMetrics) -> ServiceState:
 def _open(settings: Settings, metrics: ServiceMetrics, stack: ExitStack) -> ServiceState:
     stack.callback(metrics.close)  # last: the worker's gauges leave the shared files
     registry = ModelRegistry(open_store(settings.storage))
+    # The experiments served are the catalog's (config.yaml only seeds it), read once here;
+    # the watcher applies later versions.
+    catalog = ExperimentCatalog(registry.store)
+    catalog.seed(settings)
+    records = catalog.list(include_archived=True)
+    settings = settings.model_copy(
+        update={"experiments": {r.name: r.experiment() for r in records if not r.archived}}
+    )
     scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="cbloop-models-"))
     loader = ModelLoader(registry, Path(scratch))
     # Refusals seen while the holders are being built (at startup) wait here for them.
@@ -130,6 +143,28 @@ def _open(settings: Settings, metrics: ServiceMetrics, stack: ExitStack) -> Serv
         )
         metrics.set_behind(holder.experiment, holder.behind_pointer)
 
+    def on_added(holder: PolicyHolder) -> None:
+        for refusal in refusals.pop(holder.experiment, []):
+            holder.add_refusal(refusal)
+        holders[holder.experiment] = holder
+        metrics.set_model(
+            holder.experiment, holder.model.model_id, epoch_seconds(holder.model.loaded_at)
+        )
+        metrics.set_behind(holder.experiment, holder.behind_pointer)
+
+    def on_settings(new: Settings) -> None:
+        state.settings = new  # one attribute: a request reads the old or the new settings
+
+    sync = CatalogSync(
+        catalog,
+        policies,
+        loader,
+        settings,
+        on_refused=on_refused,
+        on_settings=on_settings,
+        on_added=on_added,
+    )
+    sync.prime({r.name: r.version for r in records})
     watcher = ModelWatcher(
         policies,
         registry=registry,
@@ -139,10 +174,9 @@ def _open(settings: Settings, metrics: ServiceMetrics, stack: ExitStack) -> Serv
         on_refused=on_refused,
         on_error=on_watch_error,
         on_poll=lambda holder: metrics.set_behind(holder.experiment, holder.behind_pointer),
+        catalog=sync,
     )
-    watcher.start()
-    stack.callback(watcher.stop)
-    return ServiceState(
+    state = ServiceState(
         settings=settings,
         registry=registry,
         policies=policies,
@@ -151,5 +185,10 @@ def _open(settings: Settings, metrics: ServiceMetrics, stack: ExitStack) -> Serv
         watcher=watcher,
         shipper=shipper,
         auth=Authenticator(settings.service),
+        catalog=catalog,
+        experiments=sync,
         resources=stack,
     )
+    watcher.start()
+    stack.callback(watcher.stop)
+    return state

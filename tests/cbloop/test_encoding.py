@@ -9,6 +9,7 @@ import orjson
 import pytest
 import vowpalwabbit
 
+from cbloop import encoding
 from cbloop.clock import format_ts
 from cbloop.encoding import (
     ACTION_NS,
@@ -135,6 +136,11 @@ def test_decision_line_has_the_contract_keys_in_order_and_one_newline() -> None:
         "action_ids",
         "sample_prob",
         "deferred",
+        "mode",
+        "holdout",
+        "unit_id",
+        "holdout_share",
+        "baseline_action",
     ]
     assert record["EventId"] == "e-123"
     assert record["Timestamp"] == "2026-11-22T12:00:00.123456Z"
@@ -144,6 +150,10 @@ def test_decision_line_has_the_contract_keys_in_order_and_one_newline() -> None:
     assert record["c"] == build_vw_context(CONTEXT, ACTIONS)
     assert record["sample_prob"] == split_draw("e-123")
     assert record["deferred"] is False
+    # Defaults: online, no holdout, the event id as unit, the first action as baseline.
+    assert record["mode"] == "online" and record["holdout"] is False
+    assert record["unit_id"] == "e-123" and record["holdout_share"] == 0.0
+    assert record["baseline_action"] == "sports"
 
 
 def test_a_is_one_based_with_the_chosen_action_first_and_p_aligned_with_a() -> None:
@@ -409,3 +419,58 @@ def test_values_vw_would_rewrite_stay_distinct_features(probe: str) -> None:
     trained, other = _trained_pmfs({"u": {"k": "a:b"}}, {"u": {"k": "c"}}, [{"u": {"k": probe}}])
     assert trained[0] > 0.8
     assert other[0] == pytest.approx(0.5, abs=0.15)
+
+
+def test_escaping_cache_stays_bounded_and_answers_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(encoding, "_CACHE_LIMIT", 50)
+    monkeypatch.setattr(encoding, "_NAMES", {})
+    monkeypatch.setattr(encoding, "_VALUES", {})
+    first = build_vw_context({"u": {"k a": "x:y"}}, [("a|1", {})])
+    for i in range(500):  # a stream of unique values, like user ids
+        build_vw_context({"u": {f"id {i}": f"v:{i}"}}, [])
+    assert len(encoding._NAMES) <= 50
+    assert len(encoding._VALUES) <= 50
+    # Evicted entries are recomputed to the same escaped forms.
+    assert build_vw_context({"u": {"k a": "x:y"}}, [("a|1", {})]) == first
+    assert first == {"u": {"k%20a": "=x%3Ay"}, "_multi": [{ACTION_NS: {"id": "a%7C1"}}]}
+
+
+def test_vw_reads_and_learns_mode_and_holdout_lines_as_if_the_new_keys_were_absent() -> None:
+    """The mode/holdout keys of a decision line change nothing VW's --dsjson parser sees."""
+    c_json = encode_context(build_vw_context(CONTEXT, ACTIONS))
+    ids = ["sports", "politics", "music"]
+    new_keys = ("mode", "holdout", "unit_id", "holdout_share", "baseline_action")
+    with_keys = vowpalwabbit.Workspace(VW_ARGS)
+    without_keys = vowpalwabbit.Workspace(VW_ARGS)
+    for i in range(40):
+        chosen = i % 3
+        line = decision_line(
+            event_id=f"e-{i}",
+            ts=format_ts(),
+            order=[chosen, *(j for j in range(3) if j != chosen)],
+            probabilities=[1.0, 0.0, 0.0] if chosen == 0 else [0.2, 0.4, 0.4],
+            c_json=c_json,
+            experiment="default",
+            model_id="m",
+            action_ids=ids,
+            sample_prob=0.5,
+            deferred=False,
+            mode="apprentice",
+            holdout=i % 2 == 0,
+            unit_id=f"user-{i % 7}",
+            holdout_share=0.1,
+            baseline_action="politics",
+        )
+        record = orjson.loads(line)
+        assert all(key in record for key in new_keys)
+        stripped = orjson.dumps({k: v for k, v in record.items() if k not in new_keys}) + b"\n"
+        reward = 1.0 if chosen == 2 else 0.0
+        with_keys.learn(_joined(line, reward))
+        without_keys.learn(_joined(stripped, reward))
+    probe = predict_line(c_json)
+    assert with_keys.predict(probe) == without_keys.predict(probe)
+    assert max(range(3), key=lambda j: with_keys.predict(probe)[j]) == 2
+    with_keys.finish()
+    without_keys.finish()

@@ -3,7 +3,6 @@ and segment/line, counted and reported, and never reaches VW; the good lines sti
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,24 +11,8 @@ import orjson
 import pytest
 from click.testing import Result
 from crafted_segments import EventLogFolder, Pipeline, at, decision, iso, reward
-from typer.testing import CliRunner
 
-from cbloop_cli.main import app
 from cbloop_pipeline.train import TrainError, learn
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Callable[..., Result]:
-    def run(*args: str) -> Result:
-        root = logging.getLogger()
-        handlers, level = list(root.handlers), root.level
-        try:
-            return CliRunner().invoke(app, [*args, "--config", str(tmp_path / "config.yaml")])
-        finally:
-            root.handlers[:] = handlers
-            root.setLevel(level)
-
-    return run
 
 
 def _edit(line: str, change: Callable[[dict[str, Any]], None]) -> str:

@@ -2,41 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
-import pytest
 from click.testing import Result
 from fastapi.testclient import TestClient
 from service_helpers import ClientFactory, logged, publish_model, rank_body, train_model
-from typer.testing import CliRunner
 
 from cbloop import clock
 from cbloop.registry import ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
-from cbloop_cli.main import app
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Callable[..., Result]:
-    """Run a cbloop command with the test's config.yaml (written by make_settings)."""
-
-    def run(*args: str) -> Result:
-        root = logging.getLogger()
-        handlers, level = list(root.handlers), root.level
-        try:
-            return CliRunner().invoke(app, [*args, "--config", str(tmp_path / "config.yaml")])
-        finally:
-            root.handlers[:] = handlers
-            root.setLevel(level)
-
-    return run
 
 
 def _write_lines(path: Path, bodies: list[Any]) -> Path:
@@ -179,6 +160,49 @@ def test_an_unknown_experiment_or_model_is_one_error_line(
     assert unknown.exit_code == 1 and "'nope' is not configured" in unknown.output
     assert missing.exit_code == 1 and "m-does-not-exist" in missing.output
     assert "Traceback" not in unknown.output + missing.output
+
+
+def test_a_parquet_file_gets_the_same_answers_as_the_same_requests_in_json_lines(
+    make_settings: Callable[..., Settings], cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    settings = make_settings()
+    ModelRegistry(open_store(settings.storage)).ensure_initial_model(
+        "default", settings.experiment("default")
+    )
+    bodies = _varied_bodies(40, seed=5)
+    for i, body in enumerate(bodies):  # rows with keys the others lack: nulls in Parquet
+        if i % 3 == 0:
+            body["context"]["device"] = {"os": "ios"}
+        if i % 4 == 0:
+            del body["actions"][0]["features"]["item"]["len"]
+    source = _write_lines(tmp_path / "requests.jsonl", bodies)
+    parquet = tmp_path / "requests.parquet"
+    with duckdb.connect() as con:  # as a data team would: the JSON lines, typed by DuckDB
+        con.execute(
+            f"COPY (SELECT * FROM read_json_auto('{source}')) TO '{parquet}' (FORMAT PARQUET)"
+        )
+    from_json, from_parquet = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+
+    assert cli("decide", str(source), "--out", str(from_json), "--no-log").exit_code == 0
+    result = cli("decide", str(parquet), "--out", str(from_parquet), "--no-log")
+
+    assert result.exit_code == 0, result.output
+    assert _answers(from_parquet) == _answers(from_json)
+    assert "40 decided" in result.output
+
+
+def test_a_file_named_parquet_that_is_not_is_one_error_line(
+    make_settings: Callable[..., Settings], cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    make_settings()
+    bogus = tmp_path / "requests.parquet"
+    bogus.write_bytes(b'{"context": {}}\n')
+
+    result = cli("decide", str(bogus), "--no-log")
+
+    assert result.exit_code == 2
+    assert "not a readable Parquet file" in result.output
+    assert "Traceback" not in result.output
 
 
 # -- a campaign in a seeded world -------------------------------------------------------------

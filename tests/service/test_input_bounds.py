@@ -28,9 +28,9 @@ def test_reward_beyond_the_default_range_is_refused_naming_it(
     assert [line["value"] for line in read_log("outcomes")] == [-1e6]
 
 
-def test_reward_range_follows_the_named_experiment(
-    make_client: ClientFactory, read_log: ReadLog
-) -> None:
+def test_reward_range_follows_the_named_experiment(make_client: ClientFactory) -> None:
+    # No `client`/`read_log` fixture here: they would start a default app on the same
+    # storage root first, and the store's experiments (seeded then) win over this config.
     client = make_client(
         experiments={
             "default": {"reward": {"min": 0.0, "max": 1.0}},

@@ -35,7 +35,7 @@ from cbloop_service.schemas import RankRequest
 logger = logging.getLogger(__name__)
 
 CONNECTIONS = 32
-TARGET_RATIO = 0.8
+TARGET_RATIO = 0.85
 TARGET_P99_MS = 25.0
 _START_TIMEOUT = 60.0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,7 @@ class EvaluationResult:
     dm_policy: FloatArray
     estimates: Mapping[str, Estimate]
     logging_policy: Estimate
-    terms: Mapping[str, FloatArray]
+    terms: Mapping[str, FloatArray] = field(default_factory=dict)
 
     @property
     def n(self) -> int:

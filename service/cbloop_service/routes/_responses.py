@@ -11,6 +11,7 @@ ERROR_TEXT = {
     401: "Missing or unknown API key",
     403: "Admin API key required",
     404: "Unknown experiment",
+    409: "Conflicts with the experiment's state",
     413: "Body too large",
     422: "Invalid input; the message names the field",
     503: "Event log or policy unavailable",

@@ -41,16 +41,7 @@ class RankEndpoint:
         body = parse_body(RankRequest, raw)
         check_limits(body, service.settings.service)
         decision = rank(body, service.policies.get(body.experiment), service.event_log.decisions)
-        payload = orjson.dumps(
-            {
-                "event_id": decision.event_id,
-                "experiment": decision.experiment,
-                "model_id": decision.model_id,
-                "action_id": decision.action_id,
-                "probability": decision.probability,
-                "ranking": [{"id": a, "probability": p} for a, p in decision.ranking],
-            }
-        )
+        payload = orjson.dumps(decision.answer())
         await send(
             {
                 "type": "http.response.start",

@@ -3,44 +3,19 @@ and run the real ingest and join over them."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import Result
 from learning_world import LoggedBatch, Policy, uniform, write_events
-from typer.testing import CliRunner
 
 from cbloop.settings import Settings
 from cbloop.storage import open_store
-from cbloop_cli.main import app
 from cbloop_pipeline.ingest import ingest
 from cbloop_pipeline.join import JoinResult, run_join
 from cbloop_pipeline.warehouse import connect
 
 LogAndJoin = Callable[..., tuple[LoggedBatch, JoinResult]]
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Callable[..., Result]:
-    """Run a cbloop command with the test's config.yaml.
-
-    Commands point the root logger at the stream they ran with (CliRunner's, closed
-    afterwards); the test's handlers are put back so later log calls keep working.
-    """
-
-    def run(*args: str) -> Result:
-        root = logging.getLogger()
-        handlers, level = list(root.handlers), root.level
-        try:
-            return CliRunner().invoke(app, [*args, "--config", str(tmp_path / "config.yaml")])
-        finally:
-            root.handlers[:] = handlers
-            root.setLevel(level)
-
-    return run
 
 
 @pytest.fixture

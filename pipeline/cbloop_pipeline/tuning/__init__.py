@@ -1,0 +1,1 @@
+"""Policy search (candidate learning settings scored off-policy) and feature evaluation."""

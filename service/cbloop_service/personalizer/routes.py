@@ -1,0 +1,404 @@
+"""Personalizer's REST API on cbloop: the same paths, bodies, status codes and error shape.
+
+Served under each API version's base path: `/personalizer/v1.0`, `/personalizer/v1.1-preview.1`
+to `.3`, and `/personalizer` with `?api-version=2022-09-01-preview` (what the current Python
+SDK, azure-ai-personalizer, sends); and each of those again under `/experiments/{name}`,
+which is experiment `{name}` (without it: `default`). So an app's Personalizer endpoint
+`https://x.cognitiveservices.azure.com` becomes `http://host:port` or
+`http://host:port/experiments/{name}`.
+
+The key comes in `Ocp-Apim-Subscription-Key` (cbloop's `X-API-Key` and `Authorization:
+Bearer` work too) and is checked like cbloop's own keys; configuration and model routes
+need an admin key. Rank, reward and activate run the native API's own functions (limits,
+encoder, seeded draw, decision line), so a Personalizer call logs what the equivalent
+`/v1/rank` call logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from starlette.responses import Response
+
+from cbloop.personalizer_features import to_namespaces
+from cbloop.registry import RegistryError
+from cbloop_service.deps import presented_key
+from cbloop_service.errors import ServiceUnavailable
+from cbloop_service.personalizer import configuration as config_map
+from cbloop_service.personalizer import models
+from cbloop_service.personalizer.errors import (
+    PersonalizerError,
+    PersonalizerRoute,
+    bad_request,
+    not_found,
+    not_implemented,
+)
+from cbloop_service.personalizer.paths import CollapseSlashes
+from cbloop_service.personalizer.schemas import (
+    ModelProperties,
+    PolicyContract,
+    RankedAction,
+    RankRequest,
+    RankResponse,
+    RewardRequest,
+    ServiceConfiguration,
+)
+from cbloop_service.personalizer.writer import CatalogWriter, ExperimentWriter
+from cbloop_service.policy import ModelRefused
+from cbloop_service.ranking import check_limits, check_reward, rank, record_outcome
+from cbloop_service.schemas import EVENT_ID_PATTERN, parse_body
+from cbloop_service.schemas import RankRequest as NativeRankRequest
+from cbloop_service.state import ServiceState
+
+KEY_HEADER = "ocp-apim-subscription-key"
+VERSIONED_BASES = (
+    "/personalizer/v1.0",
+    "/personalizer/v1.1-preview.1",
+    "/personalizer/v1.1-preview.2",
+    "/personalizer/v1.1-preview.3",
+)
+UNVERSIONED_BASE = "/personalizer"
+#: `api-version` values served on the unversioned base path.
+API_VERSIONS = ("2022-09-01-preview",)
+MULTI_SLOT_MESSAGE = (
+    "multi-slot personalization is not supported by cbloop yet; use the single-slot "
+    "rank, reward and activate routes"
+)
+_EVENT_ID = re.compile(EVENT_ID_PATTERN)
+
+
+def _code(code: str) -> dict[str, Any]:
+    return {"x-personalizer-error": code}
+
+
+# -- dependencies (all `async def`: FastAPI runs plain `def` ones in a thread pool) ----------
+def _state(request: Request) -> ServiceState:
+    service: ServiceState | None = request.app.state.service
+    if service is None:
+        raise ServiceUnavailable("the service is starting or stopping")
+    return service
+
+
+def _key(request: Request) -> str | None:
+    return request.headers.get(KEY_HEADER) or presented_key(request)
+
+
+async def _experiment(request: Request) -> str:
+    return str(request.path_params.get("experiment", "default"))
+
+
+async def client(request: Request) -> ServiceState:
+    service = _state(request)
+    if service.auth.client_key_required:
+        service.auth.check_client(_key(request))
+    return service
+
+
+async def admin(request: Request) -> ServiceState:
+    service = _state(request)
+    service.auth.check_admin(_key(request))
+    return service
+
+
+Client = Annotated[ServiceState, Depends(client)]
+Admin = Annotated[ServiceState, Depends(admin)]
+Experiment = Annotated[str, Depends(_experiment)]
+
+
+async def _check_api_version(
+    api_version: Annotated[str | None, Query(alias="api-version")] = None,
+) -> None:
+    if api_version not in API_VERSIONS:
+        raise bad_request(
+            f"api-version {api_version!r} is not served here; use one of "
+            f"{', '.join(API_VERSIONS)} or a versioned path ({', '.join(VERSIONED_BASES)})"
+        )
+
+
+def _event_id(event_id: str) -> str:
+    if not _EVENT_ID.fullmatch(event_id):
+        raise bad_request(
+            f"eventId {event_id[:60]!r}: use 1 to 256 of A-Z a-z 0-9 . _ : -",
+            "InvalidEventId",
+        )
+    return event_id
+
+
+def native_request(body: RankRequest, experiment: str) -> NativeRankRequest:
+    """The `/v1/rank` body equal to a Personalizer rank body (features mapped, see features)."""
+    native = {
+        "experiment": experiment,
+        "event_id": body.event_id,
+        "context": to_namespaces(body.context_features, "contextFeatures"),
+        "actions": [
+            {"id": a.id, "features": to_namespaces(a.features, f"actions[{i}].features")}
+            for i, a in enumerate(body.actions)
+        ],
+        "excluded_actions": body.excluded_actions or [],
+        "defer_activation": bool(body.defer_activation),
+    }
+    return parse_body(NativeRankRequest, orjson.dumps(native))
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def _writer(request: Request, service: ServiceState, why: str) -> ExperimentWriter:
+    override: ExperimentWriter | None = getattr(request.app.state, "experiment_writer", None)
+    if override is not None:
+        return override
+    key = _key(request)
+    by = "personalizer-api"
+    if key is not None:
+        by += f" (key sha256:{hashlib.sha256(key.encode()).hexdigest()[:12]})"
+    return CatalogWriter(service, by=by, why=why)
+
+
+# -- routes ---------------------------------------------------------------------------------
+def build_router() -> APIRouter:
+    router = APIRouter(route_class=PersonalizerRoute, tags=["personalizer"])
+
+    @router.post("/rank", status_code=201, openapi_extra=_code("InvalidRankRequest"))
+    async def personalizer_rank(
+        body: RankRequest, service: Client, experiment: Experiment
+    ) -> Response:
+        """Rank actions: 201 `{ranking, eventId, rewardActionId}`, the chosen action first."""
+        native = native_request(body, experiment)
+        check_limits(native, service.settings.service)
+        decision = rank(native, service.policies.get(experiment), service.event_log.decisions)
+        answer = RankResponse(
+            ranking=[RankedAction(id=a, probability=p) for a, p in decision.ranking],
+            event_id=decision.event_id,
+            reward_action_id=decision.action_id,
+        )
+        return _json(answer.wire(), 201)
+
+    @router.post(
+        "/events/{eventId}/reward", status_code=204, openapi_extra=_code("InvalidRewardRequest")
+    )
+    async def personalizer_reward(
+        eventId: str,
+        body: RewardRequest,
+        service: Client,
+        experiment: Experiment,
+    ) -> Response:
+        """Record the reward of an event's rewardActionId: 204."""
+        event_id = _event_id(eventId)
+        service.policies.get(experiment)
+        check_reward(body.value, experiment, service.settings)
+        record_outcome(service.event_log.outcomes, event_id, "reward", body.value)
+        return Response(status_code=204)
+
+    @router.post(
+        "/events/{eventId}/activate",
+        status_code=204,
+        openapi_extra=_code("InvalidEventIdToActivate"),
+    )
+    async def personalizer_activate(
+        eventId: str,
+        service: Client,
+        experiment: Experiment,
+    ) -> Response:
+        """Activate an event ranked with deferActivation: 204."""
+        event_id = _event_id(eventId)
+        service.policies.get(experiment)
+        record_outcome(service.event_log.outcomes, event_id, "activate")
+        return Response(status_code=204)
+
+    for path in ("/multislot/rank", "/multislot/events/{eventId}/reward",
+                 "/multislot/events/{eventId}/activate"):  # fmt: skip
+
+        @router.post(path, status_code=501, name=f"personalizer_multislot_{path}")
+        async def personalizer_multislot(service: Client) -> Response:
+            """Not supported yet: 501."""
+            raise not_implemented(MULTI_SLOT_MESSAGE, "InvalidMultiSlotApiAccess")
+
+    # -- configuration ----------------------------------------------------------------------
+    @router.get("/configurations/service", response_model=None)
+    async def personalizer_get_configuration(service: Admin, experiment: Experiment) -> Response:
+        """The experiment's settings as Personalizer's service configuration."""
+        holder = service.policies.get(experiment)
+        return _json(config_map.service_configuration(service.settings, holder.settings).wire())
+
+    @router.api_route(
+        "/configurations/service",
+        methods=["PUT", "PATCH"],
+        openapi_extra=_code("InvalidServiceConfiguration"),
+    )
+    async def personalizer_update_configuration(
+        body: ServiceConfiguration, service: Admin, experiment: Experiment, request: Request
+    ) -> Response:
+        """Change the experiment's settings from a Personalizer service configuration."""
+        holder = service.policies.get(experiment)
+        changes = config_map.configuration_changes(body, service.settings, holder.settings)
+        writer = _writer(request, service, "Personalizer API: service configuration update")
+        updated = holder.settings
+        if changes:
+            updated = await asyncio.to_thread(writer.apply, experiment, changes)
+        return _json(config_map.service_configuration(service.settings, updated).wire())
+
+    @router.get("/configurations/policy")
+    async def personalizer_get_policy(service: Admin, experiment: Experiment) -> Response:
+        """The experiment's VW arguments as Personalizer's policy."""
+        holder = service.policies.get(experiment)
+        return _json(config_map.policy(experiment, holder.settings).wire())
+
+    @router.api_route(
+        "/configurations/policy",
+        methods=["PUT", "PATCH"],
+        openapi_extra=_code("InvalidPolicyConfiguration"),
+    )
+    async def personalizer_update_policy(
+        body: PolicyContract, service: Admin, experiment: Experiment, request: Request
+    ) -> Response:
+        """Replace the experiment's VW arguments and exploration (cbloop's whitelist applies)."""
+        service.policies.get(experiment)
+        changes = config_map.policy_changes(body.arguments)
+        writer = _writer(request, service, "Personalizer API: policy update")
+        updated = await asyncio.to_thread(writer.apply, experiment, changes)
+        return _json(config_map.policy(experiment, updated).wire())
+
+    @router.delete("/configurations/policy")
+    async def personalizer_reset_policy(
+        service: Admin, experiment: Experiment, request: Request
+    ) -> Response:
+        """Back to cbloop's default VW arguments and exploration."""
+        service.policies.get(experiment)
+        writer = _writer(request, service, "Personalizer API: policy reset")
+        changes = config_map.policy_changes(config_map.DEFAULT_POLICY_ARGUMENTS)
+        updated = await asyncio.to_thread(writer.apply, experiment, changes)
+        return _json(config_map.policy(experiment, updated).wire())
+
+    # -- model ------------------------------------------------------------------------------
+    @router.get("/model")
+    async def personalizer_export_model(
+        service: Admin, experiment: Experiment, signed: bool = False
+    ) -> Response:
+        """The served VW model file (the registry's current model)."""
+        service.policies.get(experiment)
+        if signed:
+            raise bad_request(
+                "cbloop does not sign models; export with signed=false (the VW model file)"
+            )
+        with tempfile.TemporaryDirectory(prefix="cbloop-export-") as tmp:
+            exported = await asyncio.to_thread(
+                models.export_current, service.registry, experiment, Path(tmp)
+            )
+        return Response(
+            exported.data,
+            media_type="application/octet-stream",
+            headers={"x-cbloop-model-id": exported.model_id},
+        )
+
+    @router.put("/model", status_code=204, openapi_extra=_code("InvalidModelImportFormat"))
+    async def personalizer_import_model(
+        request: Request, service: Admin, experiment: Experiment
+    ) -> Response:
+        """Make a VW model file the current model, once it passes the serving checks: 204."""
+        holder = service.policies.get(experiment)
+        data = await request.body()
+        if not data:
+            raise bad_request("the body must be a VW model file", "InvalidModelImportFormat")
+        with tempfile.TemporaryDirectory(prefix="cbloop-import-") as tmp:
+            path = Path(tmp) / "model.vw"
+            path.write_bytes(data)
+            try:
+                await asyncio.to_thread(
+                    models.import_model,
+                    service.watcher.loader,
+                    experiment,
+                    holder.settings,
+                    path,
+                    note="imported through the Personalizer API",
+                )
+            except (models.IncompatibleModel, ModelRefused) as exc:
+                raise bad_request(str(exc), "InvalidModelImportFormat") from exc
+        return Response(status_code=204)
+
+    @router.delete("/model", status_code=204, openapi_extra=_code("ModelResetFailed"))
+    async def personalizer_reset_model(service: Admin, experiment: Experiment) -> Response:
+        """Start the experiment again from an untrained model: 204."""
+        holder = service.policies.get(experiment)
+        await asyncio.to_thread(
+            models.reset_model,
+            service.registry,
+            experiment,
+            holder.settings,
+            note="reset through the Personalizer API",
+        )
+        return Response(status_code=204)
+
+    @router.get("/model/properties")
+    async def personalizer_model_properties(service: Admin, experiment: Experiment) -> Response:
+        """When the current model was made."""
+        service.policies.get(experiment)
+        pointer = await asyncio.to_thread(service.registry.current, experiment)
+        if pointer is None:
+            raise not_found(f"experiment {experiment!r} has no model yet")
+        try:
+            meta = await asyncio.to_thread(service.registry.metadata, experiment, pointer.model_id)
+        except RegistryError as exc:
+            raise not_found(str(exc)) from exc
+        props = ModelProperties(
+            creation_time=meta.created_at, last_modified_time=pointer.updated_at
+        )
+        return _json(props.wire())
+
+    # -- not in cbloop's Personalizer API yet -----------------------------------------------
+    for path, methods in (
+        ("/evaluations", ["GET", "POST"]),
+        ("/evaluations/{evaluationId}", ["GET", "PUT", "DELETE"]),
+        ("/featureImportances", ["GET"]),
+        ("/featureImportances/{featureImportanceId}", ["GET", "PUT", "DELETE"]),
+        ("/configurations/applyFromEvaluation", ["POST"]),
+        ("/logs", ["DELETE"]),
+        ("/logs/properties", ["GET"]),
+        ("/logs/interactions", ["POST"]),
+        ("/logs/observations", ["POST"]),
+    ):
+
+        @router.api_route(path, methods=methods, name=f"personalizer_todo_{path}")
+        async def personalizer_not_yet(service: Admin, request: Request) -> Response:
+            """Not served by cbloop's Personalizer API yet: 501."""
+            raise not_implemented(
+                f"{request.method} {request.url.path.rsplit('/personalizer', 1)[-1]} is not "
+                "served by cbloop's Personalizer API yet: use `cbloop evaluate`, "
+                "`cbloop report` and the retention settings"
+            )
+
+    @router.api_route(
+        "/{rest:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
+    async def personalizer_unknown(rest: str) -> Response:
+        raise not_found(f"no Personalizer operation at {rest!r}")
+
+    return router
+
+
+def install(app: FastAPI) -> None:
+    """Mount the Personalizer API (every base path, with and without an experiment prefix)."""
+    versioned = build_router()
+    unversioned = APIRouter(
+        route_class=PersonalizerRoute, dependencies=[Depends(_check_api_version)]
+    )
+    unversioned.include_router(build_router())
+    # Left out of cbloop's OpenAPI: Personalizer's own swaggers describe these routes, and
+    # ten copies of each would bury the native API in /docs.
+    for prefix in ("", "/experiments/{experiment}"):
+        for base in VERSIONED_BASES:
+            app.include_router(versioned, prefix=prefix + base, include_in_schema=False)
+        app.include_router(unversioned, prefix=prefix + UNVERSIONED_BASE, include_in_schema=False)
+    app.add_middleware(CollapseSlashes)
+
+
+__all__ = ["PersonalizerError", "install", "native_request"]
