@@ -3,7 +3,8 @@
 `python -m cbloop_pipeline.simulate.ope_study --seeds 30` prints the README table: for every
 world (pipeline.simulate.ope_worlds) and estimator, over the seeds, the RMSE against the true
 value, the bias, how often the 95 % interval covers the truth, the mean interval width and
-how often the estimate left the reward range [0, 1].
+how often the estimate, before its clip to the reward range, left [0, 1] (RMSE, bias and
+coverage are of the clipped estimates, which is what promotion uses).
 
 Each seed writes its events as joined DSJSON and runs the real reader, the cross-fitted
 reward model and every estimator on them; only the target policy's pmf comes from the world
@@ -89,6 +90,7 @@ def summarise(results: Sequence[SeedResult]) -> list[Summary]:
         ests = [r.estimates[name] for r in results]
         truth = np.array([r.truth for r in results])
         value = np.array([e.value for e in ests])
+        raw = np.array([e.raw_value for e in ests])
         low = np.array([e.ci_low for e in ests])
         high = np.array([e.ci_high for e in ests])
         ok = np.isfinite(value)
@@ -103,7 +105,8 @@ def summarise(results: Sequence[SeedResult]) -> list[Summary]:
                 bias=float(np.mean(err)) if ok.any() else math.nan,
                 coverage=float(np.mean((low <= truth) & (truth <= high))),
                 mean_width=float(np.mean(high[ok] - low[ok])) if ok.any() else math.nan,
-                out_of_range=int(np.sum((value[ok] < 0.0) | (value[ok] > 1.0))),
+                # Before the clip: the clipped value is in range by construction.
+                out_of_range=int(np.sum((raw[ok] < 0.0) | (raw[ok] > 1.0))),
                 undefined=int((~ok).sum()),
             )
         )
@@ -120,7 +123,7 @@ def run_world(
 def table(rows: Sequence[Summary]) -> str:
     lines = [
         "| world | events | estimator | seeds | RMSE | bias | 95% CI coverage | mean CI width "
-        "| outside [0, 1] |",
+        "| raw estimate outside [0, 1] |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
