@@ -178,7 +178,7 @@ class SplitSettings(_Strict):
 
 
 class PromotionSettings(_Strict):
-    estimator: Literal["dr", "ips", "snips"] = "dr"
+    estimator: Literal["dr", "ips", "snips", "sndr", "switch_dr"] = "dr"
     margin: float = 0.0
     use_lower_bound: bool = False
     min_events: int = Field(100, ge=0)

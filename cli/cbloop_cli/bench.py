@@ -16,7 +16,7 @@ from cbloop_cli.errors import fail
 logger = logging.getLogger(__name__)
 
 #: name -> module under cbloop_cli.benchmarks exposing run(out_dir: Path, quick: bool) -> dict
-BENCHES = ("serve", "join", "train", "decide", "dashboard")
+BENCHES = ("serve", "join", "train", "decide", "dashboard", "evaluate")
 
 
 def register(app: typer.Typer) -> None:

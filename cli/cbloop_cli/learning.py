@@ -77,9 +77,16 @@ def _print_evaluation(record: dict[str, Any], root: Path | None) -> None:
                 "n/a" if value is None else f"{value:.5f}",
                 "n/a" if est["ci_low"] is None else f"[{est['ci_low']:.5f}, {est['ci_high']:.5f}]",
                 f"{est['ess']:.1f}",
-                f"{est['max_weight']:.2f}",
+                "-" if est.get("max_weight") is None else f"{est['max_weight']:.2f}",
             )
     Console().print(table)
+    if "baseline" in record:
+        typer.echo(f"promotion baseline: {record['baseline']}")
+    for role in ("candidate", "deployed"):
+        body = record["policies"].get(role) or {}
+        for name, est in body.get("estimates", {}).items():
+            if est.get("reason"):
+                typer.echo(f"{role} {name} undefined: {est['reason']}")
 
     def where(key: str) -> str:
         return str(root / key) if root is not None else key
@@ -224,21 +231,28 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--join", help="Use this join's eval split (repeatable; default: all)."),
         ] = None,
-        folds: Annotated[int, typer.Option("--folds", min=2, help="Reward-model folds.")] = 5,
+        folds: Annotated[int, typer.Option("--folds", min=2, help="Reward-model folds.")] = 2,
         seed: Annotated[int, typer.Option("--seed", help="Reward-model fold seed.")] = 0,
+        bootstrap: Annotated[
+            int,
+            typer.Option(
+                "--bootstrap", min=0, help="Bootstrap replicates for the intervals (0: normal)."
+            ),
+        ] = 0,
         plot: Annotated[
             bool, typer.Option("--plot", help="Also write a PNG of the estimates.")
         ] = False,
         config: ConfigOption = None,
     ) -> None:
-        """Estimate the model, the deployed model and the logging policy (IPS, SNIPS, DR)."""
+        """Estimate the model, the deployed model and the logging policy (IPS, SNIPS, DR,
+        SNDR, Switch-DR; the deployed model also on the events it served)."""
         from rich.console import Console
 
         from cbloop_pipeline.evaluate import EvaluateOptions
         from cbloop_pipeline.learning import evaluate_command
 
         settings = catalog_settings_from(config)
-        options = EvaluateOptions(folds=folds, seed=seed, plot=plot)
+        options = EvaluateOptions(folds=folds, seed=seed, plot=plot, bootstrap=bootstrap)
         with Console(stderr=True).status(f"evaluating {experiment} ..."):
             record = evaluate_command(
                 settings, experiment, model_id=model, joins=join or (), options=options

@@ -17,6 +17,7 @@ import logging
 import math
 import secrets
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from cbloop.errors import InvalidInput
 from cbloop.registry import ModelMetadata, ModelRegistry, RegistryError
 from cbloop.settings import ExperimentSettings, PromotionSettings
 from cbloop.vw import ModelLoadError, open_workspace
+from cbloop_pipeline.evaluate import baseline_of
 from cbloop_pipeline.models import (
     deployed_model,
     is_deployable,
@@ -33,6 +35,7 @@ from cbloop_pipeline.models import (
     reconcile_states,
     why_not_deployable,
 )
+from cbloop_pipeline.ope.estimators import z_value
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,8 @@ class Verdict:
     candidate_value: float | None = None
     deployed_value: float | None = None
     n_events: int | None = None
+    #: What the candidate was compared with (pipeline.evaluate.BASELINES).
+    baseline: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class Decision:
     margin: float | None = None
     use_lower_bound: bool | None = None
     n_events: int | None = None
+    baseline: str | None = None
 
     def history_entry(self) -> dict[str, Any]:
         entry = asdict(self)
@@ -86,15 +92,32 @@ def _finite(value: object) -> float | None:
     return None
 
 
+def _std_error(est: Mapping[str, Any], confidence: float) -> float | None:
+    """The estimate's standard error, or its interval's half-width over z if none is kept."""
+    se = _finite(est.get("std_error"))
+    if se is not None:
+        return se
+    low, high = _finite(est.get("ci_low")), _finite(est.get("ci_high"))
+    if low is None or high is None:
+        return None
+    return (high - low) / (2.0 * z_value(confidence))
+
+
 def promotion_verdict(
     rule: PromotionSettings, evaluation: dict[str, Any] | None, deployed_id: str | None
 ) -> Verdict:
-    """The promotion rule: the candidate's figure on the primary estimator (its estimate, or
-    its lower bound with use_lower_bound) must exceed the deployed model's estimate plus the
-    margin, on an evaluation of at least min_events events that scored the model deployed now.
+    """The promotion rule, on an evaluation of at least min_events events that scored the
+    model deployed now.
 
-    With no (scorable) model deployed, the candidate is compared with the logging policy's
-    mean reward.
+    Baseline (pipeline.evaluate.baseline_of): the deployed model's own on-policy mean reward
+    on the events it served, when it served at least min_events of them; else its estimate
+    on the primary estimator; with no model deployed, the logging policy's mean reward.
+
+    Figure: the candidate's estimate must exceed baseline + margin. With use_lower_bound:
+    against the deployed model's off-policy estimate (same events, same reward model, so
+    their errors largely cancel) the candidate's lower bound must exceed it + margin; against
+    an on-policy or logging baseline, which carries its own independent sampling error, the
+    lower bound of the difference, (c - b) - z sqrt(se_c^2 + se_b^2), must exceed the margin.
     """
     if evaluation is None:
         return Verdict(False, "the candidate has no evaluation; run cbloop evaluate first")
@@ -116,25 +139,58 @@ def promotion_verdict(
     name = rule.estimator
     policies = evaluation["policies"]
     cand = policies["candidate"]["estimates"].get(name, {})
-    scored = (policies.get("deployed") or {}).get("estimates")
-    if deployed_id is not None and scored is not None:
-        base = scored.get(name, {})
-        base_label = f"deployed {deployed_id} {name}"
-    else:
-        # No deployed model, or one that could not be scored (other VW arguments).
-        base = policies["logging"]["estimates"]["logging"]
-        base_label = "the logging policy's mean reward"
-    figure = _finite(cand.get("ci_low") if rule.use_lower_bound else cand.get("value"))
+    if deployed_id is None:
+        policies = {**policies, "deployed": None}
+    kind, base = baseline_of(policies, name, rule.min_events)
+    base_label = {
+        "deployed_on_policy": f"deployed {deployed_id} on-policy mean reward "
+        f"(on the {base.get('n')} events it served)",
+        "deployed_ope": f"deployed {deployed_id} {name}",
+        "logging_policy": "the logging policy's mean reward",
+    }[kind]
+    value = _finite(cand.get("value"))
     baseline = _finite(base.get("value"))
     what = f"{name} {'lower bound' if rule.use_lower_bound else 'estimate'}"
-    if figure is None or baseline is None:
+    if value is None or baseline is None:
         return Verdict(
             False,
-            f"{what} undefined for the candidate or {base_label}",
+            f"{what} undefined for the candidate or {base_label}"
+            + (f" ({cand['reason']})" if cand.get("reason") else ""),
             estimator=name,
-            candidate_value=figure,
+            candidate_value=value,
             deployed_value=baseline,
             n_events=n_events,
+            baseline=kind,
+        )
+    if rule.use_lower_bound and kind != "deployed_ope":
+        confidence = float(evaluation.get("confidence") or 0.95)
+        se_c, se_b = _std_error(cand, confidence), _std_error(base, confidence)
+        if se_c is None or se_b is None:
+            return Verdict(
+                False,
+                f"no standard error for the candidate's {name} or {base_label}",
+                estimator=name,
+                candidate_value=value,
+                deployed_value=baseline,
+                n_events=n_events,
+                baseline=kind,
+            )
+        low = (value - baseline) - z_value(confidence) * math.hypot(se_c, se_b)
+        promoted = low > rule.margin
+        reason = (
+            f"lower bound of candidate {name} {value:.5f} minus {base_label} {baseline:.5f}: "
+            f"{low:.5f} {'>' if promoted else '<='} margin {rule.margin:g}"
+        )
+        return Verdict(promoted, reason, name, value, baseline, n_events, kind)
+    figure = _finite(cand.get("ci_low")) if rule.use_lower_bound else value
+    if figure is None:
+        return Verdict(
+            False,
+            f"{what} undefined for the candidate",
+            estimator=name,
+            deployed_value=baseline,
+            n_events=n_events,
+            baseline=kind,
         )
     promoted = figure > baseline + rule.margin
     relation = ">" if promoted else "<="
@@ -142,7 +198,7 @@ def promotion_verdict(
         f"candidate {what} {figure:.5f} {relation} {base_label} {baseline:.5f}"
         f" + margin {rule.margin:g}"
     )
-    return Verdict(promoted, reason, name, figure, baseline, n_events)
+    return Verdict(promoted, reason, name, figure, baseline, n_events, kind)
 
 
 def latest_candidate(
@@ -215,6 +271,7 @@ def deploy(
         margin=rule.margin,
         use_lower_bound=rule.use_lower_bound,
         n_events=verdict.n_events,
+        baseline=verdict.baseline,
     )
     if decision.promoted:
         check_loads(registry, candidate)

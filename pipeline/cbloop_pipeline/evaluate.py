@@ -16,7 +16,8 @@ import math
 import secrets
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,18 @@ from cbloop.errors import InvalidInput
 from cbloop.registry import ModelMetadata, ModelRegistry
 from cbloop.settings import ExperimentSettings
 from cbloop_pipeline.localfiles import MissingData, local_file, single_file
-from cbloop_pipeline.ope.estimators import DEFAULT_CONFIDENCE, Estimate
+from cbloop_pipeline.ope.estimators import (
+    DEFAULT_CONFIDENCE,
+    ESTIMATOR_NAMES,
+    Estimate,
+    on_policy_mean,
+)
 from cbloop_pipeline.ope.evaluate import EvaluationResult, evaluate_scores
+from cbloop_pipeline.ope.features import read_events_and_features
 from cbloop_pipeline.ope.feedback import InvalidFeedback
-from cbloop_pipeline.ope.logged import InvalidLoggedEvent, read_logged_events
-from cbloop_pipeline.ope.reward_model import DEFAULT_FOLDS, RewardModelMismatch, fit_reward_model
-from cbloop_pipeline.ope.scoring import ScoringError, score_file
+from cbloop_pipeline.ope.logged import InvalidLoggedEvent, ObjectArray
+from cbloop_pipeline.ope.reward_model import DEFAULT_FOLDS, RewardModelMismatch, fit_cross_fitted
+from cbloop_pipeline.ope.scoring import ScoringError, read_scores, run_scoring
 from cbloop_pipeline.ope.vw_io import VWRunError
 
 logger = logging.getLogger(__name__)
@@ -42,8 +49,16 @@ logger = logging.getLogger(__name__)
 EVENTS_FILE = "events.parquet"
 SUMMARY_FILE = "summary.json"
 PLOT_FILE = "estimates.png"
-#: The required per-event columns come first; the deployed model's two columns let its
-#: estimates be recomputed from the same file.
+ON_POLICY = "on_policy"
+#: Which figure a promotion compares the candidate with (pipeline.deploy): the deployed
+#: model's mean reward on the events it served itself, else its off-policy estimate on all
+#: events, else (nothing deployed) the mean reward of whatever logged the data.
+BASELINES = ("deployed_on_policy", "deployed_ope", "logging_policy")
+#: The required per-event columns come first; the deployed model's columns let its estimates
+#: be recomputed from the same file; `logged_model_id` says which model served each event
+#: (the on-policy baseline is the mean reward where it is the deployed one); each estimator's
+#: per-event terms (mean = unclipped estimate; influence terms for snips and sndr) follow
+#: for the candidate and the deployed model.
 EVENT_COLUMNS = (
     "event_id",
     "reward",
@@ -53,6 +68,10 @@ EVENT_COLUMNS = (
     "dm_policy",
     "deployed_target_probability",
     "deployed_dm_policy",
+    "logged_model_id",
+    "served_by_deployed",
+    *(f"term_{name}" for name in ESTIMATOR_NAMES),
+    *(f"deployed_term_{name}" for name in ESTIMATOR_NAMES),
 )
 
 
@@ -74,6 +93,19 @@ class EvaluateOptions:
     seed: int = 0
     confidence: float = DEFAULT_CONFIDENCE
     plot: bool = False
+    #: Bootstrap replicates for percentile intervals (0: normal intervals).
+    bootstrap: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class RunResults:
+    candidate: EvaluationResult
+    deployed: EvaluationResult | None
+    logged_by: ObjectArray
+    #: The deployed model's mean reward on the events it served (None: it served none).
+    on_policy: Estimate | None
+    served: int
+    bounds: tuple[float, float]
 
 
 def new_eval_id() -> str:
@@ -133,6 +165,7 @@ def evaluate_candidate(
                 data=data,
                 candidate=candidate,
                 deployed=scored,
+                served_by=deployed.model_id if deployed is not None else None,
                 options=options,
                 tmp=tmp,
             )
@@ -156,7 +189,13 @@ def evaluate_candidate(
         )
         prefix = eval_prefix(name, eval_id)
         events = tmp / EVENTS_FILE
-        write_events(events, results[0], results[1])
+        write_events(
+            events,
+            results.candidate,
+            results.deployed,
+            logged_by=results.logged_by,
+            deployed_id=deployed.model_id if deployed else None,
+        )
         store.put_file(f"{prefix}/{EVENTS_FILE}", events)
         if options.plot:
             plot = tmp / PLOT_FILE
@@ -187,25 +226,91 @@ def _run(
     data: Path,
     candidate: ModelMetadata,
     deployed: ModelMetadata | None,
+    served_by: str | None,
     options: EvaluateOptions,
     tmp: Path,
-) -> tuple[EvaluationResult, EvaluationResult | None]:
+) -> RunResults:
+    """Both VW scoring passes run in threads (VW releases the GIL) while this thread reads the
+    events and their features once and cross-fits the reward model on them."""
     vw_args = experiment.vw_arguments()
-    logged = read_logged_events(data)
-    if logged.n == 0:
-        raise EvaluateError("the eval splits hold no events")
-    # One reward model for both policies: their DR estimates then differ only by the policy.
-    reward_model = fit_reward_model(
-        data, vw_args, folds=options.folds, seed=options.seed, logged=logged, tmp_dir=tmp
-    )
+    metas = [m for m in (candidate, deployed) if m is not None]
+    models = [registry.fetch(name, m.model_id, tmp) for m in metas]
+    preds = [tmp / f"pmf-{i}.txt" for i in range(len(metas))]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ope-score") as pool:
+        runs: list[Future[float]] = [
+            pool.submit(run_scoring, data, model, vw_args, out)
+            for model, out in zip(models, preds, strict=True)
+        ]
+        try:
+            logged, features, logged_by = read_events_and_features(data)
+            if logged.n == 0:
+                raise EvaluateError("the eval splits hold no events")
+            reward_model = fit_cross_fitted(
+                logged, features, folds=options.folds, seed=options.seed
+            )
+        finally:
+            # Finish (or fail) the VW passes before their files are read or removed.
+            errors = [run.exception() for run in runs]
+    for error in errors:
+        if error is not None:
+            raise error
     out: list[EvaluationResult] = []
-    for meta in (candidate, deployed):
-        if meta is None:
-            continue
-        model = registry.fetch(name, meta.model_id, tmp)
-        scores = score_file(data, model, vw_args, logged=logged, tmp_dir=tmp)
-        out.append(evaluate_scores(logged, scores, reward_model, confidence=options.confidence))
-    return out[0], (out[1] if len(out) > 1 else None)
+    for meta, pred in zip(metas, preds, strict=True):
+        scores = read_scores(pred, logged, what=f"scoring {data} with {meta.model_id}")
+        out.append(
+            evaluate_scores(
+                logged,
+                scores,
+                reward_model,
+                confidence=options.confidence,
+                bootstrap=options.bootstrap,
+                seed=options.seed,
+            )
+        )
+    served = 0
+    on_policy = None
+    if served_by is not None:
+        mask = logged_by == served_by
+        served = int(mask.sum())
+        if served:
+            on_policy = on_policy_mean(
+                logged.reward[mask],
+                confidence=options.confidence,
+                name=ON_POLICY,
+                bounds=reward_model.bounds,
+            )
+    return RunResults(
+        candidate=out[0],
+        deployed=out[1] if len(out) > 1 else None,
+        logged_by=logged_by,
+        on_policy=on_policy,
+        served=served,
+        bounds=reward_model.bounds,
+    )
+
+
+def baseline_of(
+    policies: Mapping[str, Any], estimator: str, min_events: int
+) -> tuple[str, Mapping[str, Any]]:
+    """(baseline kind, its estimate) for a promotion on `estimator` (see BASELINES).
+
+    The deployed model's own on-policy value is preferred when it served at least
+    `min_events` (and at least one) of the events: it is what the model really earned, with
+    no importance weights or reward model in it. It is the mean over the events that model
+    served, which may be a subset of the eval events (the candidate is estimated on all).
+    """
+    deployed = policies.get("deployed") or {}
+    estimates = deployed.get("estimates") or {}
+    on_policy = estimates.get(ON_POLICY)
+    if (
+        on_policy
+        and on_policy.get("value") is not None
+        and on_policy.get("n", 0) >= max(1, min_events)
+    ):
+        return "deployed_on_policy", on_policy
+    if estimator in estimates:
+        return "deployed_ope", estimates[estimator]
+    return "logging_policy", policies["logging"]["estimates"]["logging"]
 
 
 def _estimates(result: EvaluationResult) -> dict[str, dict[str, Any]]:
@@ -228,12 +333,31 @@ def _record(
     candidate: ModelMetadata,
     deployed: ModelMetadata | None,
     splits: Sequence[EvalSplit],
-    results: tuple[EvaluationResult, EvaluationResult | None],
+    results: RunResults,
     options: EvaluateOptions,
 ) -> dict[str, Any]:
-    cand, dep = results
+    cand, dep = results.candidate, results.deployed
     ips = cand.estimates["ips"]
     prefix = eval_prefix(name, eval_id)
+    deployed_estimates: dict[str, dict[str, Any]] = _estimates(dep) if dep is not None else {}
+    if results.on_policy is not None:
+        deployed_estimates[ON_POLICY] = _clean(results.on_policy)
+    policies: dict[str, Any] = {
+        "candidate": {"model_id": candidate.model_id, "estimates": _estimates(cand)},
+        "deployed": (
+            {
+                "model_id": deployed.model_id,
+                "estimates": deployed_estimates,
+                "served_events": results.served,
+                "scored": dep is not None,
+            }
+            if deployed is not None and deployed_estimates
+            else None
+        ),
+        "logging": {"estimates": {"logging": _clean(cand.logging_policy)}},
+    }
+    rule = experiment.promotion
+    baseline, _ = baseline_of(policies, rule.estimator, rule.min_events)
     return {
         "eval_id": eval_id,
         "experiment": name,
@@ -244,34 +368,39 @@ def _record(
         "n_events": cand.n,
         "confidence": options.confidence,
         "primary_estimator": experiment.promotion.estimator,
+        "baseline": baseline,
         "effective_sample_size": ips.ess,
         "max_importance_weight": ips.max_weight,
-        "reward_model": {"folds": options.folds, "seed": options.seed},
-        "policies": {
-            "candidate": {"model_id": candidate.model_id, "estimates": _estimates(cand)},
-            "deployed": (
-                {"model_id": deployed.model_id, "estimates": _estimates(dep)}
-                if deployed is not None and dep is not None
-                else None
-            ),
-            "logging": {"estimates": {"logging": _clean(cand.logging_policy)}},
+        "reward_model": {
+            "kind": "logistic-link, binned tokens",
+            "folds": options.folds,
+            "seed": options.seed,
+            "bounds": list(results.bounds),
         },
+        "interval": "bootstrap" if options.bootstrap > 0 else "normal",
+        "policies": policies,
         "events_key": f"{prefix}/{EVENTS_FILE}",
         "summary_key": f"{prefix}/{SUMMARY_FILE}",
     }
 
 
 def write_events(
-    path: Path, candidate: EvaluationResult, deployed: EvaluationResult | None
+    path: Path,
+    candidate: EvaluationResult,
+    deployed: EvaluationResult | None,
+    *,
+    logged_by: ObjectArray | None = None,
+    deployed_id: str | None = None,
 ) -> None:
-    """Per-event figures as Parquet, in the events' file order.
+    """Per-event figures as Parquet, in the events' file order (see EVENT_COLUMNS).
 
     An in-memory DuckDB writes it: it reads the numpy arrays directly, so no extra Parquet
     library is needed. NaN in the deployed columns (no deployed model) is stored as NULL.
     """
     n = candidate.n
     missing = np.full(n, np.nan)
-    columns = {
+    by = logged_by if logged_by is not None else np.full(n, None, dtype=object)
+    columns: dict[str, Any] = {
         "event_id": candidate.event_id,
         "reward": candidate.reward,
         "logged_probability": candidate.logged_probability,
@@ -280,11 +409,21 @@ def write_events(
         "dm_policy": candidate.dm_policy,
         "deployed_target_probability": deployed.target_probability if deployed else missing,
         "deployed_dm_policy": deployed.dm_policy if deployed else missing,
+        "logged_model_id": by,
+        "served_by_deployed": (by == deployed_id) if deployed_id else np.zeros(n, dtype=bool),
     }
+    for est in ESTIMATOR_NAMES:
+        columns[f"term_{est}"] = candidate.terms.get(est, missing)
+        columns[f"deployed_term_{est}"] = deployed.terms.get(est, missing) if deployed else missing
     con = duckdb.connect()
     try:
         con.register("eval_events", columns)
-        select = ", ".join(EVENT_COLUMNS)
+        select = ", ".join(
+            f"CASE WHEN isnan({c}) THEN NULL ELSE {c} END AS {c}"
+            if c.startswith(("term_", "deployed_"))
+            else c
+            for c in EVENT_COLUMNS
+        )
         con.execute(
             f"COPY (SELECT {select} FROM eval_events) TO '{_sql_path(path)}' (FORMAT parquet)"
         )

@@ -1,4 +1,4 @@
-"""Evaluate one target policy on one joined DSJSON file: IPS, SNIPS, DR and the logging policy.
+"""Evaluate one target policy on one joined DSJSON file: every estimator and the logging policy.
 
 To compare a candidate with the deployed model on the same data, fit the reward model once
 (`fit_reward_model`) and pass it to both `evaluate_file` calls: the two DR estimates then
@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from cbloop_pipeline.ope.estimators import (
     DEFAULT_CONFIDENCE,
+    ESTIMATOR_NAMES,
     Estimate,
     estimate_all,
+    make_estimator,
     on_policy_mean,
 )
+from cbloop_pipeline.ope.features import read_events_and_features
 from cbloop_pipeline.ope.feedback import BanditFeedback, InvalidFeedback
-from cbloop_pipeline.ope.logged import FloatArray, LoggedEvents, ObjectArray, read_logged_events
-from cbloop_pipeline.ope.reward_model import DEFAULT_FOLDS, RewardModel, fit_reward_model
+from cbloop_pipeline.ope.logged import FloatArray, LoggedEvents, ObjectArray
+from cbloop_pipeline.ope.reward_model import DEFAULT_FOLDS, RewardModel, fit_cross_fitted
 from cbloop_pipeline.ope.scoring import TargetScores, score_file
 
 logger = logging.getLogger(__name__)
@@ -32,8 +35,10 @@ logger = logging.getLogger(__name__)
 class EvaluationResult:
     """Per-event arrays (file order) and the estimates computed from them.
 
-    `estimates` holds "ips", "snips" and "dr" for the target policy; `logging_policy` is the
-    on-policy mean reward of the policy that logged the data.
+    `estimates` holds every estimator's figure for the target policy; `terms` each estimator's
+    per-event terms (their mean is the unclipped estimate; for SNIPS and SNDR the delta-method
+    influence terms), for the audit file; `logging_policy` is the on-policy mean reward of
+    whatever logged the data.
     """
 
     event_id: ObjectArray
@@ -44,6 +49,7 @@ class EvaluationResult:
     dm_policy: FloatArray
     estimates: Mapping[str, Estimate]
     logging_policy: Estimate
+    terms: Mapping[str, FloatArray] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -63,26 +69,40 @@ class EvaluationResult:
         return {**self.estimates, self.logging_policy.name: self.logging_policy}
 
 
+def _terms(fb: BanditFeedback) -> dict[str, FloatArray]:
+    out: dict[str, FloatArray] = {}
+    for name in ESTIMATOR_NAMES:
+        if name in ("snips", "sndr") and not fb.weights.any():
+            # Self-normalised terms divide by sum w; undefined like the estimate.
+            out[name] = np.full(fb.n, np.nan)
+            continue
+        out[name] = make_estimator(name).terms(fb)
+    return out
+
+
 def evaluate_scores(
     logged: LoggedEvents,
     scores: TargetScores,
     reward_model: RewardModel,
     *,
     confidence: float = DEFAULT_CONFIDENCE,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> EvaluationResult:
     """Combine already computed pieces (no VW run) into an `EvaluationResult`."""
     reward_model.check_matches(logged)
-    dm_logged = reward_model.dm_logged(logged.logged_action)
-    dm_policy = reward_model.dm_policy(scores.pmf)
     fb = BanditFeedback(
         reward=logged.reward,
         logged_probability=logged.logged_probability,
         target_probability=scores.target_probability,
-        dm_logged=dm_logged,
-        dm_policy=dm_policy,
+        dm_logged=reward_model.dm_logged(logged.logged_action),
+        dm_policy=reward_model.dm_policy(scores.pmf),
     )
-    estimates = estimate_all(fb, confidence=confidence)
-    logging_policy = on_policy_mean(fb.reward, confidence=confidence)
+    bounds = reward_model.bounds
+    estimates = estimate_all(
+        fb, confidence=confidence, bounds=bounds, bootstrap=bootstrap, seed=seed
+    )
+    logging_policy = on_policy_mean(fb.reward, confidence=confidence, bounds=bounds)
     return EvaluationResult(
         event_id=logged.event_id,
         reward=fb.reward,
@@ -92,6 +112,7 @@ def evaluate_scores(
         dm_policy=np.asarray(fb.dm_policy),
         estimates=estimates,
         logging_policy=logging_policy,
+        terms=_terms(fb),
     )
 
 
@@ -118,13 +139,11 @@ def evaluate_file(
         confidence: two-sided confidence of the intervals.
         tmp_dir: where temporary files go (default: system temp).
     """
-    logged = read_logged_events(eval_path)
+    logged, features, _ = read_events_and_features(eval_path)
     if logged.n == 0:
         raise InvalidFeedback("reward", f"no events in {eval_path}")
     if reward_model is None:
-        reward_model = fit_reward_model(
-            eval_path, vw_args, folds=folds, seed=seed, logged=logged, tmp_dir=tmp_dir
-        )
+        reward_model = fit_cross_fitted(logged, features, folds=folds, seed=seed)
     else:
         reward_model.check_matches(logged)
     scores = score_file(eval_path, model_path, vw_args, logged=logged, tmp_dir=tmp_dir)

@@ -13,6 +13,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -80,13 +81,23 @@ def _number(obj: dict[str, object], key: str, path: Path, line: int) -> float:
     return out
 
 
-def _parse_line(raw: bytes, path: Path, line: int) -> tuple[str, float, float, int, int]:
+def load_line(raw: bytes, path: Path, line: int) -> dict[str, Any]:
+    """The line as a JSON object; `InvalidLoggedEvent` if it is not one."""
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidLoggedEvent(path, line, "line", f"not valid JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise InvalidLoggedEvent(path, line, "line", "not a JSON object")
+    return obj
+
+
+def _parse_line(raw: bytes, path: Path, line: int) -> tuple[str, float, float, int, int]:
+    return parse_logged(load_line(raw, path, line), path, line)
+
+
+def parse_logged(obj: dict[str, Any], path: Path, line: int) -> tuple[str, float, float, int, int]:
+    """(event id, reward, logged probability, 0-based logged action, number of actions)."""
 
     # VW's streaming DSJSON parser ignores labels that come after "c"; the reward model
     # would then learn nothing without any error, so the key order is part of validity.

@@ -32,9 +32,16 @@ estimators use max(their own variance, floor)):
 With every w = 1 this is the Agresti-Coull binomial variance of an all-success sample. For
 100 successes out of 100 on-policy events the 95 % lower bound becomes
 1 - 1.96 sqrt(m~ (1 - m~) / 100) = 0.974 (m~ = 0.9815), next to the rule of three (0.970)
-and Wilson's score bound (0.963), instead of a zero-width interval at 1. Being O(1/n^2), the
-floor binds only when the sample shows (almost) no failure (or success), e.g. on-policy
-with 0 or 1 failures out of 100, and leaves larger or noisier samples alone.
+and Wilson's score bound (0.963), instead of a zero-width interval at 1.
+
+When it binds: for the mean estimators the sample variance is about sum_i w_i^2 r_i / n^2
+for a small rate, so the floor takes over when the weighted rate
+sum_i w_i^2 r_i / sum_i w_i^2 is below delta ~ (z^2/2) / ess ~ 1.92 / ess (95 %), and
+symmetrically for the failure rate. On-policy (w = 1, ess = n) that is "at most about two
+successes (or failures)". Off-policy, ess is often a small fraction of n, so the floor binds
+on most small click-rate samples: e.g. a click rate of 0.5 % with ess below ~380. It then
+widens the interval to what ess Bernoulli trials can resolve, which is the point, but it is
+not a corner case there.
 
 Why not a per-event rate: plugging the reward model's r_hat_i (1 - r_hat_i) into the bound
 measures the model's uncertainty, not the reward noise. On the shuttle simulation (labels
@@ -66,12 +73,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from cbloop_pipeline.ope.bounds import is_binary
 from cbloop_pipeline.ope.feedback import FloatArray
 
-
-def is_binary(reward: FloatArray) -> bool:
-    """True when every reward is exactly 0 or 1 (so rewards are treated as Bernoulli)."""
-    return bool(np.all((reward == 0.0) | (reward == 1.0)))
+__all__ = ["boundary_noise", "is_binary", "mean_variance_floor", "ratio_variance_floor"]
 
 
 def boundary_noise(trials: float, z: float) -> float:

@@ -1,68 +1,66 @@
-"""Cross-fitted direct-method reward model for the DR estimator.
+"""Cross-fitted reward model for the DR-family estimators, on the probability scale.
 
-Events are split into K folds by a keyed hash of their event id (deterministic for a given
-seed, independent of file order). For each fold k a VW regressor is trained on the other
-folds' events and predicts the reward of every action of fold k's events, so no event is
-ever scored by a model that saw it. This keeps DR's per-event terms independent and its
-variance estimate honest (Chernozhukov et al. 2018, "Double/debiased machine learning";
-Dudik, Langford & Li 2011).
+Model: a logistic-link regression of the reward, scaled to [0, 1] by the reward range
+(lo, hi), on categorical tokens (pipeline.ope.features):
 
-Why VW `--cb_adf --cb_type mtr`:
-  * it reads the same joined DSJSON with VW's native parser and builds features exactly as
-    the policy does (shared namespaces + each `_multi` action, same interactions and hash
-    bits), so there is no second feature encoding to keep in sync;
-  * "mtr" trains one regressor of the observed cost on the features of the logged action
-    only, weighted by 1/_label_probability, and at test time scores every action; with
-    `--rank_all` the `-p` file holds `action:predicted_cost` for all actions. The importance
-    weight makes the fit target the cost averaged over actions uniformly instead of the
-    logging distribution, which helps exactly the rarely-logged actions a new policy prefers.
-  * `--cb_type dm` is NOT a per-action regression in VW's cb_adf: it also regresses every
-    unchosen action towards cost 0 (VW's gen_cs_example_dm), which shrinks the estimates
-    (measured on VW 9.11.9: a constant cost of -1 is predicted as about -0.3).
-DR stays unbiased whatever the reward model's quality (given correct propensities); a better
-model only narrows the interval.
+    r_hat(x, a) = lo + (hi - lo) * sigmoid(b + sum_s u_s + sum_g v_g + sum_s W[s, key(a)])
+
+over the shared tokens s of x, the tokens g of action a, and every shared token crossed with
+the action's key (personalisation). For 0/1 rewards this is logistic regression; for other
+bounded rewards it is the fractional logit of Papke & Wooldridge (1996), the same Bernoulli
+log-likelihood on the scaled reward. Either way a prediction can never leave [lo, hi]: the
+range is the link's, not a clip after the fact. (lo, hi) = (0, 1) for 0/1 rewards, else the
+observed reward range.
+
+Why not VW's `--cb_adf --cb_type mtr` (the previous model): squared loss on costs with the
+raw numeric feature values, which predicted far outside the reward range on sparse clicks and
+let one feature value of 1e12 produce a click rate of 2.5e8. Tokens are bounded by
+construction (every feature value is 1) and binned numbers cannot scale a weight.
+
+Fit: penalised maximum likelihood, L2 penalty ||w||^2 / (2 * 0.1 * n_train) on every weight
+but the bias (a N(0, 0.1) prior on each logit effect: most crossed tokens see a handful of
+events, and on the wild world of pipeline.simulate.ope_worlds this prior gave DR a lower RMSE
+and better coverage than N(0, 1)), by full-batch Adam for a fixed number of steps
+from b = logit(mean reward) and w = 0; deterministic. Training events per fold are capped
+(a seeded subsample) because the model only has to be decent: DR is unbiased whatever its
+quality, and the cap bounds the fit's time on very large files.
+
+Cross-fitting: events are split into K folds by a keyed hash of their event id (deterministic,
+independent of file order); fold k's events are predicted by the model fitted on the other
+folds, so no event is scored by a model that saw it, which keeps DR's per-event terms
+independent and its variance estimate honest (Chernozhukov et al. 2018; Dudik, Langford & Li
+2011). The data is read once; all K fits run on the in-memory tokens.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shlex
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cbloop.errors import InvalidInput
-from cbloop.vwargs import feature_args
-from cbloop_pipeline.ope.logged import (
-    FloatArray,
-    IntArray,
-    LoggedEvents,
-    ObjectArray,
-    read_logged_events,
-)
-from cbloop_pipeline.ope.vw_io import PredictionMismatch, parse_action_values, run_vw
+from cbloop_pipeline.ope.bounds import reward_range
+from cbloop_pipeline.ope.features import EventFeatures, read_events_and_features
+from cbloop_pipeline.ope.logged import FloatArray, IntArray, LoggedEvents, ObjectArray
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FOLDS = 5
+DEFAULT_FOLDS = 2
+DEFAULT_STEPS = 150
+DEFAULT_MAX_TRAIN = 100_000
+_LEARNING_RATE = 0.1
+#: Prior variance of each logit effect (the L2 penalty is ||w||^2 / (2 n_train * this)).
+_PRIOR_VARIANCE = 0.1
+_MAX_CROSS = 1 << 20
+_PREDICT_CHUNK = 100_000
 
 
 class RewardModelMismatch(InvalidInput, ValueError):
     """A reward model fitted on other events than the ones being evaluated."""
-
-
-def reward_model_args(vw_args: str) -> list[str]:
-    """The flags of `vw_args` that carry over to the reward regressor.
-
-    Feature and optimiser flags do; reduction, exploration, cb_type, loss and clipping belong to
-    the policy, not to a squared-loss reward regression.
-    """
-    return feature_args(vw_args)
 
 
 def assign_folds(event_ids: ObjectArray, folds: int, seed: int) -> IntArray:
@@ -91,11 +89,11 @@ class RewardModel:
     Attributes:
         event_id: events in file order (the model is only valid for exactly these).
         offsets: event i's actions are predicted_reward[offsets[i]:offsets[i + 1]].
-        predicted_reward: r_hat(x_i, a) for every `_multi` action a, flat.
+        predicted_reward: r_hat(x_i, a) for every `_multi` action a, flat; within `bounds`.
         fold: each event's fold.
-        train_counts: events each fold's regressor was trained on (= n - fold size).
+        train_counts: events each fold's model was trained on.
         folds, seed: the cross-fitting set-up.
-        vw_args: the regressor's VW arguments.
+        bounds: the reward range (lo, hi) the predictions live in.
     """
 
     event_id: ObjectArray
@@ -105,7 +103,7 @@ class RewardModel:
     train_counts: tuple[int, ...]
     folds: int
     seed: int
-    vw_args: tuple[str, ...]
+    bounds: tuple[float, float]
 
     @property
     def n(self) -> int:
@@ -143,57 +141,164 @@ class RewardModel:
         return np.asarray(sums, dtype=np.float64)
 
 
-def _split_for_fold(data_path: Path, fold: IntArray, k: int, train: Path, test: Path) -> int:
-    """Write fold k's events to `test` and the others to `train`, keeping file order."""
-    i = 0
-    with data_path.open("rb") as src, train.open("wb") as tr, test.open("wb") as te:
-        for raw in src:
-            # Blank lines are skipped exactly as read_logged_events and VW skip them, so
-            # event i here is event i there.
-            if not raw.strip():
-                continue
-            line = raw if raw.endswith(b"\n") else raw + b"\n"
-            (te if fold[i] == k else tr).write(line)
-            i += 1
-    return i
+class _Design:
+    """Column ids of the model's features (bias, shared, action, crossed) for (event, key)."""
+
+    def __init__(self, f: EventFeatures) -> None:
+        self.f = f
+        self.shared_base = 1
+        self.action_base = 1 + f.n_shared
+        self.cross_base = self.action_base + f.n_action
+        self.n_cross = max(1, min(f.n_shared * max(f.n_keys, 1), _MAX_CROSS))
+        self.n_columns = self.cross_base + self.n_cross
+        self.shared_sizes = np.diff(f.shared_offsets)
+        self.key_sizes = np.diff(f.key_tokens_offsets)
+
+    def _shared_pairs(self, rows_event: IntArray) -> tuple[IntArray, IntArray]:
+        """(row index, shared token) for every shared token of each row's event."""
+        sizes = self.shared_sizes[rows_event]
+        row = np.repeat(np.arange(rows_event.shape[0], dtype=np.int64), sizes)
+        starts = np.repeat(self.f.shared_offsets[rows_event], sizes)
+        within = np.arange(row.shape[0], dtype=np.int64) - np.repeat(
+            np.cumsum(sizes) - sizes, sizes
+        )
+        return row, self.f.shared[starts + within]
+
+    def _action_pairs(self, keys: IntArray) -> tuple[IntArray, IntArray]:
+        sizes = self.key_sizes[keys]
+        row = np.repeat(np.arange(keys.shape[0], dtype=np.int64), sizes)
+        starts = np.repeat(self.f.key_tokens_offsets[keys], sizes)
+        within = np.arange(row.shape[0], dtype=np.int64) - np.repeat(
+            np.cumsum(sizes) - sizes, sizes
+        )
+        return row, self.f.key_tokens[starts + within]
+
+    def entries(self, rows_event: IntArray, keys: IntArray) -> tuple[IntArray, IntArray]:
+        """(row, column) of every non-zero (all are 1) of the rows' design matrix."""
+        n = rows_event.shape[0]
+        s_row, s_tok = self._shared_pairs(rows_event)
+        a_row, a_tok = self._action_pairs(keys)
+        n_keys = max(self.f.n_keys, 1)
+        cross = self.cross_base + (s_tok * n_keys + keys[s_row]) % self.n_cross
+        rows = np.concatenate((np.arange(n, dtype=np.int64), s_row, a_row, s_row))
+        cols = np.concatenate(
+            (
+                np.zeros(n, dtype=np.int64),
+                self.shared_base + s_tok,
+                self.action_base + a_tok,
+                cross,
+            )
+        )
+        return rows, cols
 
 
-def _fit_fold(
-    k: int,
-    *,
-    data_path: Path,
-    fold: IntArray,
-    regressor: list[str],
+def _sigmoid(z: FloatArray) -> FloatArray:
+    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * z)), dtype=np.float64)
+
+
+def _fit(rows: IntArray, cols: IntArray, y: FloatArray, n_columns: int, steps: int) -> FloatArray:
+    """Penalised logistic fit (fractional y in [0, 1]) by full-batch Adam; returns weights."""
+    n = int(y.shape[0])
+    w = np.zeros(n_columns, dtype=np.float64)
+    mean = float(np.clip(y.mean(), 1e-4, 1.0 - 1e-4))
+    w[0] = np.log(mean / (1.0 - mean))
+    penalty = np.full(n_columns, 1.0 / (n * _PRIOR_VARIANCE))
+    penalty[0] = 0.0
+    m1 = np.zeros(n_columns)
+    m2 = np.zeros(n_columns)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    for t in range(1, steps + 1):
+        logit = np.asarray(np.bincount(rows, weights=w[cols], minlength=n), dtype=np.float64)
+        resid = _sigmoid(logit) - y
+        grad = np.bincount(cols, weights=resid[rows], minlength=n_columns) / n + penalty * w
+        m1 = beta1 * m1 + (1.0 - beta1) * grad
+        m2 = beta2 * m2 + (1.0 - beta2) * grad * grad
+        step = _LEARNING_RATE * (m1 / (1.0 - beta1**t)) / (np.sqrt(m2 / (1.0 - beta2**t)) + eps)
+        w -= step
+    return w
+
+
+def _predict(design: _Design, w: FloatArray, logged: LoggedEvents, events: IntArray) -> FloatArray:
+    """Logits of every action of `events` (flat, in event order)."""
+    offsets = logged.offsets
+    parts: list[FloatArray] = []
+    for start in range(0, events.shape[0], _PREDICT_CHUNK):
+        chunk = events[start : start + _PREDICT_CHUNK]
+        sizes = logged.n_actions[chunk]
+        row_event = np.repeat(chunk, sizes)
+        within = np.arange(row_event.shape[0], dtype=np.int64) - np.repeat(
+            np.cumsum(sizes) - sizes, sizes
+        )
+        keys = design.f.action_key[np.repeat(offsets[chunk], sizes) + within]
+        rows, cols = design.entries(row_event, keys)
+        logits = np.bincount(rows, weights=w[cols], minlength=row_event.shape[0])
+        parts.append(np.asarray(logits, dtype=np.float64))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64)
+
+
+def fit_cross_fitted(
     logged: LoggedEvents,
-    members: IntArray,
-    workdir: Path,
-) -> FloatArray:
-    """Train on every fold but k, return predicted costs of fold k's events (flat)."""
-    workdir.mkdir()
-    train, test = workdir / "train.dsjson", workdir / "test.dsjson"
-    model, preds = workdir / "model.vw", workdir / "pred.txt"
-    seen = _split_for_fold(data_path, fold, k, train, test)
-    if seen != logged.n:
-        raise RewardModelMismatch(f"{data_path} changed while fitting the reward model")
-    n_train = logged.n - int(members.shape[0])
-    if n_train == 0:
-        logger.warning("reward model fold %d has no training events; predicting 0", k)
-        return np.zeros(int(logged.n_actions[members].sum()), dtype=np.float64)
-    # --no_predict skips mtr's prediction pass during learning; nothing reads it.
-    learn = ["--no_predict", "--dsjson", "--quiet", "-d", str(train), "-f", str(model)]
-    run_vw([*regressor, *learn])
-    # --rank_all makes cb_adf print every action's score, not only the best action.
-    predict = ["--cb_adf", "--rank_all", "--dsjson", "-t", "--quiet", "-i", str(model)]
-    run_vw([*predict, "-d", str(test), "-p", str(preds)])
-    try:
-        costs = parse_action_values(preds.read_text(), logged.n_actions[members])
-    except PredictionMismatch as exc:
-        raise RewardModelMismatch(f"reward model fold {k}: {exc}") from exc
-    # Fold files are as large as the data; drop them as soon as the fold is done.
-    for path in (train, test, model, preds):
-        path.unlink()
-    logger.info("reward model fold %d: trained on %d events, scored %d", k, n_train, len(members))
-    return costs
+    features: EventFeatures,
+    *,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+    steps: int = DEFAULT_STEPS,
+    max_train: int = DEFAULT_MAX_TRAIN,
+) -> RewardModel:
+    """Cross-fit the reward model on in-memory events and features (see module docstring)."""
+    started = time.perf_counter()
+    fold = assign_folds(logged.event_id, folds, seed)
+    lo, hi = reward_range(logged.reward)
+    span = hi - lo
+    y = (logged.reward - lo) / span if span > 0 else np.zeros(logged.n)
+    y = np.clip(y, 0.0, 1.0)
+    design = _Design(features)
+    offsets = logged.offsets
+    logged_key = features.action_key[offsets[:-1] + logged.logged_action]
+    predicted = np.full(int(offsets[-1]), lo, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    train_counts: list[int] = []
+    for k in range(folds):
+        members = np.flatnonzero(fold == k)
+        train = np.flatnonzero(fold != k)
+        if train.shape[0] > max_train:
+            train = np.sort(rng.choice(train, size=max_train, replace=False))
+        train_counts.append(int(train.shape[0]))
+        if members.shape[0] == 0:
+            continue
+        if train.shape[0] == 0 or span <= 0:
+            # Nothing to learn from (or a constant reward): the range's only value, or its mid.
+            value = lo if span <= 0 else lo + 0.5 * span
+            logits = None
+        else:
+            rows, cols = design.entries(train, logged_key[train])
+            w = _fit(rows, cols, y[train], design.n_columns, steps)
+            logits = _predict(design, w, logged, members)
+        sizes = logged.n_actions[members]
+        positions = np.repeat(offsets[members], sizes) + (
+            np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        )
+        if logits is None:
+            predicted[positions] = value
+        else:
+            predicted[positions] = lo + span * _sigmoid(logits)
+    logger.info(
+        "reward model: %d folds on %d events, %d columns, %.2fs",
+        folds,
+        logged.n,
+        design.n_columns,
+        time.perf_counter() - started,
+    )
+    return RewardModel(
+        event_id=logged.event_id,
+        offsets=offsets,
+        predicted_reward=np.clip(predicted, lo, hi),
+        fold=fold,
+        train_counts=tuple(train_counts),
+        folds=folds,
+        seed=seed,
+        bounds=(lo, hi),
+    )
 
 
 def fit_reward_model(
@@ -202,80 +307,19 @@ def fit_reward_model(
     *,
     folds: int = DEFAULT_FOLDS,
     seed: int = 0,
+    steps: int = DEFAULT_STEPS,
+    max_train: int = DEFAULT_MAX_TRAIN,
     logged: LoggedEvents | None = None,
-    extra_args: str = "",
-    workers: int | None = None,
     tmp_dir: Path | None = None,
 ) -> RewardModel:
-    """Cross-fit a reward model on a joined DSJSON file.
+    """Read a joined DSJSON file once and cross-fit the reward model on it.
 
-    Args:
-        data_path: joined DSJSON (labels first).
-        vw_args: the experiment's VW arguments; only feature/optimiser flags are used
-            (`reward_model_args`).
-        folds: number of cross-fitting folds (>= 2).
-        seed: keys the fold hash; same seed and ids give the same folds.
-        logged: the file's logged events if already read.
-        extra_args: additional VW flags for the regressor (e.g. "--l2 1e-6").
-        workers: folds fitted at once (threads; pyvw releases the GIL while VW runs).
-            Default: min(folds, CPU count). Each running fold holds a copy of the data on
-            disk. The result does not depend on it: every fold is its own VW run.
-        tmp_dir: where the temporary fold files and models go (default: system temp).
+    `vw_args`, `logged` and `tmp_dir` are accepted for callers of the earlier VW-based model
+    and unused: the model builds its own features, reads the events with them in one pass and
+    writes no temporary files.
     """
-    if logged is None:
-        logged = read_logged_events(data_path)
-    fold = assign_folds(logged.event_id, folds, seed)
-    regressor = [
-        "--cb_adf",
-        "--cb_type",
-        "mtr",
-        *reward_model_args(vw_args),
-        *shlex.split(extra_args),
-    ]
-    offsets = logged.offsets
-    members_of = [np.flatnonzero(fold == k) for k in range(folds)]
-    train_counts = tuple(logged.n - int(m.shape[0]) for m in members_of)
-    predicted = np.zeros(int(offsets[-1]), dtype=np.float64)
-    n_workers = max(1, workers if workers is not None else min(folds, os.cpu_count() or 1))
-    with (
-        tempfile.TemporaryDirectory(prefix="cbloop-ope-rm-", dir=tmp_dir) as tmp_name,
-        ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="ope-rm") as pool,
-    ):
-        tmp = Path(tmp_name)
-        futures = {
-            k: pool.submit(
-                _fit_fold,
-                k,
-                data_path=data_path,
-                fold=fold,
-                regressor=regressor,
-                logged=logged,
-                members=members,
-                workdir=tmp / f"fold{k}",
-            )
-            for k, members in enumerate(members_of)
-            if members.shape[0] > 0
-        }
-        try:
-            for k, future in futures.items():
-                costs = future.result()
-                # Scatter the fold's flat predictions back to its members' slots.
-                members = members_of[k]
-                sizes = logged.n_actions[members]
-                local_starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-                positions = np.repeat(offsets[members] - local_starts, sizes)
-                predicted[positions + np.arange(int(sizes.sum()))] = -costs
-        finally:
-            # After a failed fold, folds not yet started are pointless work.
-            for future in futures.values():
-                future.cancel()
-    return RewardModel(
-        event_id=logged.event_id,
-        offsets=offsets,
-        predicted_reward=predicted,
-        fold=fold,
-        train_counts=train_counts,
-        folds=folds,
-        seed=seed,
-        vw_args=tuple(regressor),
+    del vw_args, logged, tmp_dir
+    logged, features, _ = read_events_and_features(data_path)
+    return fit_cross_fitted(
+        logged, features, folds=folds, seed=seed, steps=steps, max_train=max_train
     )

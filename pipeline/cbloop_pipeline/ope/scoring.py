@@ -94,25 +94,37 @@ def score_file(
         logged = read_logged_events(data_path)
     with tempfile.TemporaryDirectory(prefix="cbloop-ope-score-", dir=tmp_dir) as tmp:
         preds = Path(tmp) / "pmf.txt"
-        args = [
-            *shlex.split(vw_args),
-            "--dsjson",
-            "-t",
-            "-i",
-            str(model_path),
-            "-d",
-            str(data_path),
-            "-p",
-            str(preds),
-            "--quiet",
-        ]
-        elapsed = run_vw(args)
-        text = preds.read_text() if preds.exists() else ""
+        elapsed = run_scoring(data_path, model_path, vw_args, preds)
+        scores = read_scores(preds, logged, what=f"scoring {data_path} with {model_path}")
+    logger.info("scored %d events of %s with %s in %.2fs", logged.n, data_path, model_path, elapsed)
+    return scores
+
+
+def run_scoring(data_path: Path, model_path: Path, vw_args: str, preds: Path) -> float:
+    """The VW pass of `score_file` alone (no Python per event; releases the GIL while VW
+    runs, so several can run in threads); returns its seconds."""
+    args = [
+        *shlex.split(vw_args),
+        "--dsjson",
+        "-t",
+        "-i",
+        str(model_path),
+        "-d",
+        str(data_path),
+        "-p",
+        str(preds),
+        "--quiet",
+    ]
+    return run_vw(args)
+
+
+def read_scores(preds: Path, logged: LoggedEvents, *, what: str) -> TargetScores:
+    """Target scores from a `run_scoring` predictions file of the events in `logged`."""
+    text = preds.read_text() if preds.exists() else ""
     try:
         pmf = parse_action_values(text, logged.n_actions)
     except PredictionMismatch as exc:
-        raise ScoringError(f"scoring {data_path} with {model_path}: {exc}") from exc
-    logger.info("scored %d events of %s with %s in %.2fs", logged.n, data_path, model_path, elapsed)
+        raise ScoringError(f"{what}: {exc}") from exc
     return _checked_scores(pmf, logged)
 
 

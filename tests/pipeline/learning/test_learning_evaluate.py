@@ -116,12 +116,21 @@ def test_ips_and_snips_equal_an_independent_computation_over_the_events_file(
         w = ev[prob] / ev["logged_probability"]
         r = ev["reward"]
         estimates = summary["policies"][role]["estimates"]
-        assert estimates["ips"]["value"] == pytest.approx(float(np.mean(w * r)), rel=1e-12)
-        assert estimates["snips"]["value"] == pytest.approx(
+        # raw_value: before the clip to the reward range [0, 1] (value = the clipped one).
+        ips = float(np.mean(w * r))
+        assert estimates["ips"]["raw_value"] == pytest.approx(ips, rel=1e-12)
+        assert estimates["ips"]["value"] == pytest.approx(min(max(ips, 0.0), 1.0), rel=1e-12)
+        assert estimates["snips"]["raw_value"] == pytest.approx(
             float(np.sum(w * r) / np.sum(w)), rel=1e-12
         )
         dr = np.mean(ev[dm_policy] + w * (r - ev["dm_logged"]))
-        assert estimates["dr"]["value"] == pytest.approx(float(dr), rel=1e-12)
+        assert estimates["dr"]["raw_value"] == pytest.approx(float(dr), rel=1e-12)
+        # The audit file's per-event terms reproduce every estimator.
+        prefix = "term_" if role == "candidate" else "deployed_term_"
+        for name in ("ips", "dr", "sndr", "switch_dr", "snips"):
+            assert estimates[name]["raw_value"] == pytest.approx(
+                float(np.mean(ev[prefix + name])), rel=1e-9
+            )
         assert estimates["ips"]["max_weight"] == pytest.approx(float(w.max()))
         assert estimates["ips"]["ess"] == pytest.approx(float(w.sum() ** 2 / (w**2).sum()))
     assert summary["policies"]["logging"]["estimates"]["logging"]["value"] == pytest.approx(
@@ -166,12 +175,10 @@ def test_dr_and_ips_intervals_cover_the_true_value_of_both_policies(
         for name in ("ips", "dr"):
             est = record["policies"][role]["estimates"][name]
             assert est["ci_low"] <= truth <= est["ci_high"], (role, name, est, truth)
-    # The skewed logging policy is worse than both learned policies, and DR is the tighter.
+    # The skewed logging policy is worse than both learned policies, and DR is the tighter
+    # (by standard error: both intervals are clipped at the reward range's top, 1).
     cand = record["policies"]["candidate"]["estimates"]
-    assert (
-        cand["dr"]["ci_high"] - cand["dr"]["ci_low"]
-        < cand["ips"]["ci_high"] - cand["ips"]["ci_low"]
-    )
+    assert cand["dr"]["std_error"] < cand["ips"]["std_error"]
     assert record["policies"]["logging"]["estimates"]["logging"]["value"] < cand["dr"]["value"]
 
 
@@ -202,7 +209,9 @@ def test_evaluate_mirrors_into_the_warehouse_and_plots_on_request(
     assert estimates == [
         ("candidate", "dr"),
         ("candidate", "ips"),
+        ("candidate", "sndr"),
         ("candidate", "snips"),
+        ("candidate", "switch_dr"),
         ("logging", "logging"),
     ]
     png = lsettings.storage.root / f"evaluations/default/{eval_id}/estimates.png"
