@@ -177,8 +177,12 @@ class SplitSettings(_Strict):
     train_ratio: float = Field(0.8, gt=0, le=1)
 
 
+#: The off-policy estimators (cbloop_pipeline.ope) a promotion or a graduation may rest on.
+EstimatorName = Literal["ips", "snips", "dr", "sndr", "switch_dr"]
+
+
 class PromotionSettings(_Strict):
-    estimator: Literal["dr", "ips", "snips", "sndr", "switch_dr"] = "dr"
+    estimator: EstimatorName = "dr"
     margin: float = 0.0
     use_lower_bound: bool = False
     min_events: int = Field(100, ge=0)
@@ -200,7 +204,7 @@ class GraduationSettings(_Strict):
     """When an apprentice's bandit has shown it beats the baseline, switch to online."""
 
     enabled: bool = True
-    estimator: Literal["dr", "ips", "snips"] = "dr"
+    estimator: EstimatorName = "dr"
     #: Eval events the bandit's estimate must rest on before it may graduate.
     min_events: int = Field(500, ge=1)
     #: The bandit's lower bound must exceed the baseline's value by at least this much.

@@ -36,7 +36,10 @@ ExperimentOption = Annotated[
 ]
 EstimatorOption = Annotated[
     str | None,
-    typer.Option("--estimator", help="dr, ips or snips (default: the promotion estimator)."),
+    typer.Option(
+        "--estimator",
+        help="ips, snips, dr, sndr or switch_dr (default: the promotion estimator).",
+    ),
 ]
 FoldsOption = Annotated[int, typer.Option("--folds", min=2, help="Reward-model folds.")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Reward-model fold seed.")]

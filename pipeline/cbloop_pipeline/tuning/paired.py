@@ -1,6 +1,7 @@
 """Per-event values of an estimator, and paired differences of two policies on one sample.
 
-Each estimator is (asymptotically) a mean of per-event terms t_i, with w_i = pi_i / mu_i:
+Each estimator is (asymptotically) a mean of per-event terms t_i (its `terms`), with
+w_i = pi_i / mu_i, e.g.:
     IPS:   t_i = w_i r_i
     DR:    t_i = g_i + w_i (r_i - r_hat_i)
     SNIPS: t_i = V + w_i (r_i - V) / mean(w)   (the delta-method linearisation of the ratio)
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cbloop_pipeline.ope.estimators import z_value
+from cbloop_pipeline.ope.estimators import ESTIMATOR_NAMES, make_estimator, z_value
 from cbloop_pipeline.ope.evaluate import EvaluationResult
 from cbloop_pipeline.ope.logged import FloatArray
 
-ESTIMATORS = ("dr", "ips", "snips")
+ESTIMATORS = ESTIMATOR_NAMES
+SELF_NORMALISED = frozenset({"snips", "sndr"})
 
 
 @dataclass(frozen=True)
@@ -51,19 +53,13 @@ class Difference:
 
 
 def per_event_terms(result: EvaluationResult, estimator: str) -> FloatArray:
-    w = result.target_probability / result.logged_probability
-    r = result.reward
-    if estimator == "ips":
-        return np.asarray(w * r, dtype=np.float64)
-    if estimator == "dr":
-        return np.asarray(result.dm_policy + w * (r - result.dm_logged), dtype=np.float64)
-    if estimator == "snips":
-        mean_w = float(w.mean())
-        if mean_w == 0.0:
-            return np.full(r.shape, np.nan)
-        value = float(np.dot(w, r)) / float(w.sum())
-        return np.asarray(value + w * (r - value) / mean_w, dtype=np.float64)
-    raise ValueError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
+    """The estimator's own per-event terms (their mean is its unclipped value)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
+    fb = result.feedback()
+    if estimator in SELF_NORMALISED and not fb.weights.any():
+        return np.full(fb.n, np.nan)  # undefined, like the estimate itself
+    return np.asarray(make_estimator(estimator).terms(fb), dtype=np.float64)
 
 
 def paired_difference(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cbloop_pipeline.ope.estimators import estimate_all
+from cbloop_pipeline.ope.estimators import ESTIMATOR_NAMES, estimate_all
 from cbloop_pipeline.ope.evaluate import EvaluationResult
 from cbloop_pipeline.ope.feedback import BanditFeedback
 from cbloop_pipeline.tuning.paired import paired_difference, per_event_terms
@@ -41,11 +41,11 @@ def _result(seed: int, n: int = 400) -> EvaluationResult:
     )
 
 
-@pytest.mark.parametrize("estimator", ["ips", "snips", "dr"])
+@pytest.mark.parametrize("estimator", ESTIMATOR_NAMES)
 def test_mean_of_per_event_terms_is_the_estimate(estimator: str) -> None:
     result = _result(1)
     terms = per_event_terms(result, estimator)
-    assert terms.mean() == pytest.approx(result.estimates[estimator].value, rel=1e-12)
+    assert terms.mean() == pytest.approx(result.estimates[estimator].raw_value, rel=1e-12)
 
 
 def test_difference_of_a_policy_with_itself_is_zero_and_of_two_policies_is_paired() -> None:
