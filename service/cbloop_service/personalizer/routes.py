@@ -27,11 +27,13 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from starlette.responses import Response
 
+from cbloop import evaluation_requests as requests_store
 from cbloop.personalizer_features import to_namespaces
 from cbloop.registry import RegistryError
 from cbloop_service.deps import presented_key
 from cbloop_service.errors import ServiceUnavailable
 from cbloop_service.personalizer import configuration as config_map
+from cbloop_service.personalizer import evaluations as eval_map
 from cbloop_service.personalizer import models
 from cbloop_service.personalizer.errors import (
     PersonalizerError,
@@ -42,6 +44,7 @@ from cbloop_service.personalizer.errors import (
 )
 from cbloop_service.personalizer.paths import CollapseSlashes
 from cbloop_service.personalizer.schemas import (
+    EvaluationContract,
     ModelProperties,
     PolicyContract,
     RankedAction,
@@ -149,6 +152,11 @@ def native_request(body: RankRequest, experiment: str) -> NativeRankRequest:
 
 def _json(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def _v1(request: Request) -> bool:
+    """Whether the call came on the v1.0 base path (whose status words differ)."""
+    return "/personalizer/v1.0/" in request.url.path
 
 
 def _writer(request: Request, service: ServiceState, why: str) -> ExperimentWriter:
@@ -352,10 +360,107 @@ def build_router() -> APIRouter:
         )
         return _json(props.wire())
 
+    # -- evaluations (run by the learning loop; see personalizer.evaluations) -------------
+    async def _create(
+        body: EvaluationContract, service: ServiceState, experiment: str, evaluation_id: str
+    ) -> requests_store.EvaluationRequest:
+        holder = service.policies.get(experiment)
+        store = service.registry.store
+        requests_store.check_id(evaluation_id)
+        existing = await asyncio.to_thread(
+            requests_store.read_request, store, experiment, evaluation_id
+        )
+        if existing is not None:
+            raise PersonalizerError(
+                409,
+                "Conflict",
+                f"evaluation {evaluation_id!r} already exists",
+                "EvaluationAlreadyExists",
+            )
+        req = eval_map.new_request(body, evaluation_id, experiment, holder.settings)
+        await asyncio.to_thread(requests_store.write_request, store, req)
+        return req
+
+    @router.post("/evaluations", status_code=201, openapi_extra=_code("InvalidEvaluationContract"))
+    async def personalizer_create_evaluation(
+        body: EvaluationContract, service: Admin, experiment: Experiment, request: Request
+    ) -> Response:
+        """Submit an offline evaluation (v1.0: the id is made here): 201, pending."""
+        req = await _create(body, service, experiment, eval_map.new_id())
+        return _json(eval_map.evaluation(req, None, v1=_v1(request)), 201)
+
+    @router.put(
+        "/evaluations/{evaluationId}",
+        status_code=200,
+        openapi_extra=_code("InvalidEvaluationContract"),
+    )
+    async def personalizer_put_evaluation(
+        evaluationId: str,
+        body: EvaluationContract,
+        service: Admin,
+        experiment: Experiment,
+        request: Request,
+    ) -> Response:
+        """Submit an offline evaluation under the caller's id (later versions): 200."""
+        req = await _create(body, service, experiment, evaluationId)
+        return _json(eval_map.evaluation(req, None, v1=_v1(request)))
+
+    async def _read(
+        service: ServiceState, experiment: str, evaluation_id: str
+    ) -> tuple[requests_store.EvaluationRequest, dict[str, Any] | None]:
+        service.policies.get(experiment)
+        store = service.registry.store
+        requests_store.check_id(evaluation_id)
+        req = await asyncio.to_thread(requests_store.read_request, store, experiment, evaluation_id)
+        if req is None:
+            raise PersonalizerError(
+                404,
+                "ResourceNotFound",
+                f"no evaluation {evaluation_id!r} in experiment {experiment!r}",
+                "EvaluationNotFound",
+            )
+        result = await asyncio.to_thread(
+            requests_store.read_result, store, experiment, evaluation_id
+        )
+        return req, result
+
+    @router.get("/evaluations/{evaluationId}")
+    async def personalizer_get_evaluation(
+        evaluationId: str, service: Admin, experiment: Experiment, request: Request
+    ) -> Response:
+        """The evaluation and, once the loop has run it, its figures."""
+        req, result = await _read(service, experiment, evaluationId)
+        return _json(eval_map.evaluation(req, result, v1=_v1(request)))
+
+    @router.get("/evaluations")
+    async def personalizer_list_evaluations(
+        service: Admin, experiment: Experiment, request: Request
+    ) -> Response:
+        """Every evaluation of the experiment, oldest first."""
+        service.policies.get(experiment)
+        store = service.registry.store
+        ids = await asyncio.to_thread(requests_store.evaluation_ids, store, experiment)
+        v1 = _v1(request)
+        items = []
+        for evaluation_id in ids:
+            req, result = await _read(service, experiment, evaluation_id)
+            items.append(eval_map.details(req, result, v1=v1))
+        items.sort(key=lambda e: (e["creationTime"], e["id"]))
+        return _json(items if v1 else {"value": items, "nextLink": None})
+
+    @router.delete("/evaluations/{evaluationId}", status_code=204)
+    async def personalizer_delete_evaluation(
+        evaluationId: str, service: Admin, experiment: Experiment
+    ) -> Response:
+        """Remove the evaluation (request and figures): 204."""
+        await _read(service, experiment, evaluationId)
+        await asyncio.to_thread(
+            requests_store.delete_evaluation, service.registry.store, experiment, evaluationId
+        )
+        return Response(status_code=204)
+
     # -- not in cbloop's Personalizer API yet -----------------------------------------------
     for path, methods in (
-        ("/evaluations", ["GET", "POST"]),
-        ("/evaluations/{evaluationId}", ["GET", "PUT", "DELETE"]),
         ("/featureImportances", ["GET"]),
         ("/featureImportances/{featureImportanceId}", ["GET", "PUT", "DELETE"]),
         ("/configurations/applyFromEvaluation", ["POST"]),

@@ -93,3 +93,15 @@ class PolicyContract(_Wire):
 class ModelProperties(_Wire):
     creation_time: str | None
     last_modified_time: str | None
+
+
+class EvaluationContract(_Wire):
+    """An offline evaluation to run: a time range and the policies to compare."""
+
+    name: str = Field(min_length=1, max_length=256)
+    start_time: str = Field(description="ISO 8601; decisions from this time on.")
+    end_time: str = Field(description="ISO 8601; decisions up to this time.")
+    policies: list[PolicyContract] = Field(max_length=20)
+    #: Personalizer's policy search (v1.0 and preview names); cbloop's is `cbloop search`.
+    enable_offline_experimentation: bool | None = None
+    enable_policy_optimization: bool | None = None
