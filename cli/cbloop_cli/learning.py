@@ -317,6 +317,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Ingest, join, train, evaluate and deploy, every DURATION (one loop at a time)."""
         from cbloop.settings import parse_duration
+        from cbloop_cli.personalizer_evaluations import run_after_cycle
         from cbloop_pipeline.graduation import CatalogModeSwitch
         from cbloop_pipeline.lock import LockHeld, exclusive_lock
         from cbloop_pipeline.loop import run_loop
@@ -347,6 +348,7 @@ def register(app: typer.Typer) -> None:
             if once:
                 _print_waiting(latest[0], report.experiment)
             _apply_retention(latest[0])
+            run_after_cycle(latest[0], report.experiment)
 
         previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
