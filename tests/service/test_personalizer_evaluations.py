@@ -1,0 +1,195 @@
+"""Personalizer's offline evaluations: created over HTTP, run by the learning loop, read back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from click.testing import Result
+from fastapi.testclient import TestClient
+from service_helpers import ClientFactory
+from tuning_world import EXPERIMENT, log_and_join
+
+from cbloop.settings import Settings
+from cbloop.storage import open_store
+from cbloop_pipeline.join_catalog import finished_joins
+from cbloop_pipeline.tuning.runs import estimate_dict, prepared, train_and_score
+from cbloop_pipeline.warehouse import connect
+from cbloop_service.app import create_app
+from cbloop_service.personalizer.evaluations import policy_spec
+
+PREVIEW = "/personalizer/evaluations"
+QUERY = "?api-version=2022-09-01-preview"
+V1 = "/personalizer/v1.0/evaluations"
+CROSS_ARGUMENTS = "--cb_explore_adf -q ui -b 18 --squarecb"
+
+
+def _body(**overrides: Any) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    body: dict[str, Any] = {
+        "name": "cross or not",
+        "startTime": (now - timedelta(hours=2)).isoformat(),
+        "endTime": now.isoformat(),
+        "policies": [{"name": "cross", "arguments": CROSS_ARGUMENTS}],
+    }
+    body.update(overrides)
+    return body
+
+
+def _error(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    return error
+
+
+@pytest.fixture
+def world(make_settings: Callable[..., Settings]) -> Settings:
+    """The tuning world (reward needs the user x item cross), logged and joined."""
+    settings = make_settings(experiments={"default": EXPERIMENT})
+    log_and_join(settings, 1500, seed=11)
+    return settings
+
+
+def _direct(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Each policy's estimates computed straight with the code `cbloop search` uses."""
+    experiment = settings.experiment("default")
+    con = connect(settings.warehouse, read_only=True)
+    try:
+        joins = finished_joins(con, "default")
+    finally:
+        con.close()
+    policies = {
+        "Online Policy": experiment,
+        "cross": policy_spec("cross", CROSS_ARGUMENTS).settings(experiment),
+    }
+    out = {}
+    with prepared(
+        open_store(settings.storage),
+        joins,
+        experiment.vw_arguments(),
+        folds=2,
+        seed=0,
+        confidence=0.95,
+    ) as data:
+        for name, policy in policies.items():
+            scored = train_and_score(data, policy.vw_arguments(), name)
+            out[name] = {k: estimate_dict(v) for k, v in scored.result.estimates.items()}
+    return out
+
+
+def test_an_evaluation_created_over_http_is_run_by_the_loop_with_cbloops_figures(
+    world: Settings, cli: Callable[..., Result]
+) -> None:
+    with TestClient(create_app(world)) as client:
+        put = client.put(f"{PREVIEW}/cmp-1{QUERY}", json=_body())
+        assert put.status_code == 200, put.text
+        assert put.json()["status"] == "NotSubmitted"
+        post = client.post(V1, json=_body(name="v1"))
+        assert post.status_code == 201, post.text
+        v1_id = post.json()["id"]
+        assert post.json()["status"] == "pending"
+        assert client.get(f"{PREVIEW}/cmp-1{QUERY}").json()["status"] == "NotSubmitted"
+
+        ran = cli("loop", "--once")
+        assert ran.exit_code == 0, ran.output
+        assert "evaluation cmp-1 succeeded" in ran.output
+
+        got = client.get(f"{PREVIEW}/cmp-1{QUERY}")
+        assert got.status_code == 200, got.text
+        evaluation = got.json()
+        assert evaluation["status"] == "Succeeded", evaluation["description"]
+        v1 = client.get(f"{V1}/{v1_id}").json()
+        assert v1["status"] == "completed"
+
+    direct = _direct(world)
+    for answer in (
+        evaluation["content"]["value"],
+        evaluation["policyResults"],
+        v1["policyResults"],
+    ):
+        results = {r["name"]: r for r in answer}
+        assert list(results) == ["Online Policy", "cross"]
+        for name, expected in direct.items():
+            assert results[name]["estimates"] == expected
+            total = results[name]["totalSummary"]
+            assert results[name]["summary"] == [total]
+            assert total["ipsEstimatorDenominator"] == expected["ips"]["n"]
+            assert total["ipsEstimatorNumerator"] / total["ipsEstimatorDenominator"] == (
+                pytest.approx(expected["ips"]["raw_value"], rel=1e-9)
+            )
+            assert total["ipsEstimatorNumerator"] / total["snipsEstimatorDenominator"] == (
+                pytest.approx(expected["snips"]["raw_value"], rel=1e-9)
+            )
+        assert results["cross"]["policySource"] == "Custom"
+        assert results["Online Policy"]["policySource"] == "Online"
+    # The known answer of this world: only the cross finds the good action.
+    assert direct["cross"]["dr"]["value"] > direct["Online Policy"]["dr"]["value"] + 0.1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"policies": None}, "policies"),
+        ({"name": None}, "name"),
+        ({"endTime": "2026-01-01T00:00:00Z", "startTime": "2026-01-02T00:00:00Z"}, "endTime"),
+        ({"startTime": "yesterday"}, "startTime"),
+        ({"policies": [{"name": "p", "arguments": "--data /etc/passwd"}]}, "--data"),
+        ({"policies": [{"name": "p", "arguments": "--epsilon lots"}]}, "--epsilon"),
+        (
+            {"policies": [{"name": "p", "arguments": "-q ui"}, {"name": "p", "arguments": ""}]},
+            "unique",
+        ),  # fmt: skip
+        ({"policies": [{"name": "Online Policy", "arguments": "-q ui"}]}, "taken"),
+        ({"enablePolicyOptimization": True}, "cbloop search"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_evaluation_bodies_get_personalizer_400s_and_nothing_is_stored(
+    make_client: ClientFactory, change: dict[str, Any], message: str
+) -> None:
+    client = make_client()
+    body = {k: v for k, v in {**_body(), **change}.items() if v is not None}
+    for response in (
+        client.put(f"{PREVIEW}/e1{QUERY}", json=body),
+        client.post(V1, json=body),
+    ):
+        error = _error(response, 400)
+        assert error["code"] == "BadRequest"
+        assert error["innerError"]["code"] == "InvalidEvaluationContract"
+        assert message in error["message"]
+    assert client.get(f"{V1}").json() == []
+
+
+def test_evaluations_are_listed_deleted_and_unknown_ids_are_404(make_client: ClientFactory) -> None:
+    client = make_client()
+    assert client.put(f"{PREVIEW}/a{QUERY}", json=_body(name="first")).status_code == 200
+    assert client.put(f"{PREVIEW}/b{QUERY}", json=_body(name="second")).status_code == 200
+    again = _error(client.put(f"{PREVIEW}/a{QUERY}", json=_body()), 409)
+    assert again["innerError"]["code"] == "EvaluationAlreadyExists"
+
+    listed = client.get(f"{PREVIEW}{QUERY}").json()
+    assert [e["id"] for e in listed["value"]] == ["a", "b"]
+    assert {e["status"] for e in listed["value"]} == {"NotSubmitted"}
+    assert [e["name"] for e in client.get(V1).json()] == ["first", "second"]
+
+    assert client.delete(f"{PREVIEW}/a{QUERY}").status_code == 204
+    for response in (
+        client.get(f"{PREVIEW}/a{QUERY}"),
+        client.delete(f"{V1}/a"),
+        client.get(f"{V1}/never"),
+    ):
+        error = _error(response, 404)
+        assert error["code"] == "ResourceNotFound"
+        assert error["innerError"]["code"] == "EvaluationNotFound"
+    assert [e["id"] for e in client.get(V1).json()] == ["b"]
+    bad_id = _error(client.get(f"{V1}/bad%20id"), 400)
+    assert "evaluation id" in bad_id["message"]
+
+
+def test_evaluations_need_an_admin_key(make_client: ClientFactory) -> None:
+    client = make_client(service={"api_keys": ["c"], "admin_api_keys": ["a"]})
+    assert client.get(V1, headers={"Ocp-Apim-Subscription-Key": "c"}).status_code == 403
+    created = client.post(V1, json=_body(), headers={"Ocp-Apim-Subscription-Key": "a"})
+    assert created.status_code == 201, created.text
