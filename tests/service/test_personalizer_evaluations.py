@@ -140,7 +140,7 @@ def test_an_evaluation_created_over_http_is_run_by_the_loop_with_cbloops_figures
         (
             {"policies": [{"name": "p", "arguments": "-q ui"}, {"name": "p", "arguments": ""}]},
             "unique",
-        ),  # fmt: skip
+        ),
         ({"policies": [{"name": "Online Policy", "arguments": "-q ui"}]}, "taken"),
         ({"enablePolicyOptimization": True}, "cbloop search"),
         ({"colour": "blue"}, "colour"),
