@@ -4,8 +4,11 @@ The service never writes the warehouse, so an evaluation asked for over HTTP (Pe
 evaluations routes) is a request object in the store; the learning loop (one writer) finds
 the requests without a result, runs them and writes the result beside the request:
 
-    personalizer/evaluations/<experiment>/<evaluation id>/request.json   (the service)
-    personalizer/evaluations/<experiment>/<evaluation id>/result.json    (the pipeline)
+    personalizer/<kind>/<experiment>/<id>/request.json   (the service)
+    personalizer/<kind>/<experiment>/<id>/result.json    (the pipeline)
+
+`kind` is `evaluations` (policies compared) or `featureimportances` (the experiment's
+namespaces scored; no policies).
 
 `request.json`: id, name, startTime, endTime (ISO 8601, UTC), createdAt, and `policies`, each
 `{name, arguments, vw_args, exploration}`: Personalizer's VW argument string as given and
@@ -30,7 +33,9 @@ from cbloop.errors import InvalidInput
 from cbloop.settings import ExperimentSettings
 from cbloop.storage import ObjectNotFound, ObjectStore
 
-PREFIX = "personalizer/evaluations"
+EVALUATIONS = "evaluations"
+FEATURE_IMPORTANCES = "featureimportances"
+KINDS = (EVALUATIONS, FEATURE_IMPORTANCES)
 REQUEST_FILE = "request.json"
 RESULT_FILE = "result.json"
 #: Ids become store key parts: no slashes, no leading dot.
@@ -141,8 +146,14 @@ def check_id(evaluation_id: str) -> str:
     return evaluation_id
 
 
-def folder(experiment: str, evaluation_id: str) -> str:
-    return f"{PREFIX}/{experiment}/{check_id(evaluation_id)}"
+def prefix(kind: str, experiment: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"unknown request kind {kind!r}")
+    return f"personalizer/{kind}/{experiment}/"
+
+
+def folder(experiment: str, evaluation_id: str, kind: str = EVALUATIONS) -> str:
+    return f"{prefix(kind, experiment)}{check_id(evaluation_id)}"
 
 
 def _read_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
@@ -156,55 +167,65 @@ def _read_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
     return value
 
 
-def write_request(store: ObjectStore, request: EvaluationRequest) -> None:
-    key = f"{folder(request.experiment, request.id)}/{REQUEST_FILE}"
+def write_request(store: ObjectStore, request: EvaluationRequest, kind: str = EVALUATIONS) -> None:
+    key = f"{folder(request.experiment, request.id, kind)}/{REQUEST_FILE}"
     store.put_bytes(key, json.dumps(request.to_dict(), indent=2).encode())
 
 
 def read_request(
-    store: ObjectStore, experiment: str, evaluation_id: str
+    store: ObjectStore, experiment: str, evaluation_id: str, kind: str = EVALUATIONS
 ) -> EvaluationRequest | None:
-    data = _read_json(store, f"{folder(experiment, evaluation_id)}/{REQUEST_FILE}")
+    data = _read_json(store, f"{folder(experiment, evaluation_id, kind)}/{REQUEST_FILE}")
     return None if data is None else EvaluationRequest.from_dict(data)
 
 
 def write_result(
-    store: ObjectStore, experiment: str, evaluation_id: str, result: Mapping[str, Any]
+    store: ObjectStore,
+    experiment: str,
+    evaluation_id: str,
+    result: Mapping[str, Any],
+    kind: str = EVALUATIONS,
 ) -> None:
-    key = f"{folder(experiment, evaluation_id)}/{RESULT_FILE}"
+    key = f"{folder(experiment, evaluation_id, kind)}/{RESULT_FILE}"
     store.put_bytes(key, json.dumps(dict(result), indent=2, allow_nan=False).encode())
 
 
-def read_result(store: ObjectStore, experiment: str, evaluation_id: str) -> dict[str, Any] | None:
-    return _read_json(store, f"{folder(experiment, evaluation_id)}/{RESULT_FILE}")
+def read_result(
+    store: ObjectStore, experiment: str, evaluation_id: str, kind: str = EVALUATIONS
+) -> dict[str, Any] | None:
+    return _read_json(store, f"{folder(experiment, evaluation_id, kind)}/{RESULT_FILE}")
 
 
-def evaluation_ids(store: ObjectStore, experiment: str) -> list[str]:
-    """Ids of the experiment's evaluations that have a request, in id order."""
-    prefix = f"{PREFIX}/{experiment}/"
+def evaluation_ids(store: ObjectStore, experiment: str, kind: str = EVALUATIONS) -> list[str]:
+    """Ids of the experiment's requests of `kind`, in id order."""
+    base = prefix(kind, experiment)
     ids = {
-        info.key[len(prefix) :].split("/", 1)[0]
-        for info in store.list(prefix)
+        info.key[len(base) :].split("/", 1)[0]
+        for info in store.list(base)
         if info.key.endswith(f"/{REQUEST_FILE}")
     }
     return sorted(ids)
 
 
-def pending_requests(store: ObjectStore, experiment: str) -> list[EvaluationRequest]:
+def pending_requests(
+    store: ObjectStore, experiment: str, kind: str = EVALUATIONS
+) -> list[EvaluationRequest]:
     """Requests with no result yet, oldest first (by creation time, then id)."""
     out = []
-    for evaluation_id in evaluation_ids(store, experiment):
-        if store.stat(f"{folder(experiment, evaluation_id)}/{RESULT_FILE}") is not None:
+    for evaluation_id in evaluation_ids(store, experiment, kind):
+        if store.stat(f"{folder(experiment, evaluation_id, kind)}/{RESULT_FILE}") is not None:
             continue
-        request = read_request(store, experiment, evaluation_id)
+        request = read_request(store, experiment, evaluation_id, kind)
         if request is not None:
             out.append(request)
     return sorted(out, key=lambda r: (r.created_at, r.id))
 
 
-def delete_evaluation(store: ObjectStore, experiment: str, evaluation_id: str) -> bool:
+def delete_evaluation(
+    store: ObjectStore, experiment: str, evaluation_id: str, kind: str = EVALUATIONS
+) -> bool:
     """Remove the request and any result; False when there was neither."""
-    base = folder(experiment, evaluation_id)
+    base = folder(experiment, evaluation_id, kind)
     found = False
     # The request first: a result left alone is listed nowhere, whereas a request left alone
     # would be pending again and run once more.

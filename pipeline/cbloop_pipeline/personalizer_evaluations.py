@@ -22,7 +22,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ import orjson
 from cbloop.clock import format_ts, parse_ts
 from cbloop.errors import InvalidInput
 from cbloop.evaluation_requests import (
+    EVALUATIONS,
     FAILED,
     SUCCEEDED,
     EvaluationRequest,
@@ -96,6 +97,28 @@ def cut(paths: Sequence[Path], dest: Path, start: datetime, end: datetime) -> in
     return kept
 
 
+def cut_joins(
+    store: ObjectStore, joins: Sequence[FinishedJoin], request: EvaluationRequest, tmp: Path
+) -> tuple[Path, Path, int, int]:
+    """The joins' train and eval splits cut to the request's range, as local files in
+    `tmp`: (train file, eval file, train events, eval events). NoLogsInRange if either
+    split has no decision in the range."""
+    try:
+        train_paths = [local_file(store, j.train_key, tmp) for j in joins if j.train_events]
+        eval_paths = [local_file(store, j.eval_key, tmp) for j in joins if j.eval_events]
+    except MissingData as exc:
+        raise EvaluationRequestError(str(exc)) from exc
+    train, eval_file = tmp / "range-train.dsjson", tmp / "range-eval.dsjson"
+    train_events = cut(train_paths, train, request.start, request.end)
+    eval_events = cut(eval_paths, eval_file, request.start, request.end)
+    window = f"{format_ts(request.start)} to {format_ts(request.end)}"
+    if not eval_events:
+        raise NoLogsInRange(f"no joined eval-split decision between {window}")
+    if not train_events:
+        raise NoLogsInRange(f"no joined train-split decision between {window}")
+    return train, eval_file, train_events, eval_events
+
+
 def policy_sums(result: EvaluationResult) -> dict[str, float | int]:
     """What Personalizer's summaries are made of, from the per-event figures."""
     fb = result.feedback()
@@ -139,19 +162,7 @@ def evaluate_request(
     ]
     with tempfile.TemporaryDirectory(prefix="cbloop-pz-eval-", dir=work_dir) as tmp_name:
         tmp = Path(tmp_name)
-        try:
-            train_paths = [local_file(store, j.train_key, tmp) for j in joins if j.train_events]
-            eval_paths = [local_file(store, j.eval_key, tmp) for j in joins if j.eval_events]
-        except MissingData as exc:
-            raise EvaluationRequestError(str(exc)) from exc
-        train, eval_file = tmp / "train.dsjson", tmp / "eval.dsjson"
-        train_events = cut(train_paths, train, request.start, request.end)
-        eval_events = cut(eval_paths, eval_file, request.start, request.end)
-        window = f"{format_ts(request.start)} to {format_ts(request.end)}"
-        if not eval_events:
-            raise NoLogsInRange(f"no joined eval-split decision between {window}")
-        if not train_events:
-            raise NoLogsInRange(f"no joined train-split decision between {window}")
+        train, eval_file, train_events, eval_events = cut_joins(store, joins, request, tmp)
         try:
             logged = read_logged_events(eval_file)
             reward_model = fit_reward_model(
@@ -229,6 +240,32 @@ def _finite(value: Any) -> Any:
     return value
 
 
+#: Runs one request and returns its result (raises InvalidInput when it cannot run).
+Runner = Callable[[EvaluationRequest], dict[str, Any]]
+
+
+def run_requests(
+    store: ObjectStore, name: str, *, kind: str, runner: Runner, only: str | None = None
+) -> list[tuple[str, str]]:
+    """Run every pending request of `kind` of experiment `name` (or only the one with id
+    `only`) and write its result; returns (id, status) per request run."""
+    done: list[tuple[str, str]] = []
+    for request in pending_requests(store, name, kind):
+        if only is not None and request.id != only:
+            continue
+        try:
+            result = runner(request)
+        except InvalidInput as exc:
+            # A request that cannot run stays failed (not retried every cycle); a storage or
+            # VW outage (TransientError and the rest) propagates and the request stays pending.
+            logger.warning("%s %s of %s failed: %s", kind, request.id, name, exc)
+            result = failed_result(str(exc))
+        write_result(store, name, request.id, _finite(result), kind)
+        logger.info("%s %s of %s: %s", kind, request.id, name, result["status"])
+        done.append((request.id, str(result["status"])))
+    return done
+
+
 def run_pending(
     store: ObjectStore,
     name: str,
@@ -239,22 +276,11 @@ def run_pending(
     options: RunOptions | None = None,
     work_dir: Path | None = None,
 ) -> list[tuple[str, str]]:
-    """Run every pending request of experiment `name` (or only the one with id `only`);
-    returns (evaluation id, status) per request run."""
-    done: list[tuple[str, str]] = []
-    for request in pending_requests(store, name):
-        if only is not None and request.id != only:
-            continue
-        try:
-            result = evaluate_request(
-                store, joins, experiment, request, options=options, work_dir=work_dir
-            )
-        except InvalidInput as exc:
-            # A request that cannot run stays failed (not retried every cycle); a storage or
-            # VW outage (TransientError and the rest) propagates and the request stays pending.
-            logger.warning("evaluation %s of %s failed: %s", request.id, name, exc)
-            result = failed_result(str(exc))
-        write_result(store, name, request.id, _finite(result))
-        logger.info("evaluation %s of %s: %s", request.id, name, result["status"])
-        done.append((request.id, str(result["status"])))
-    return done
+    """Run every pending evaluation of experiment `name` (or only the one with id `only`)."""
+
+    def runner(request: EvaluationRequest) -> dict[str, Any]:
+        return evaluate_request(
+            store, joins, experiment, request, options=options, work_dir=work_dir
+        )
+
+    return run_requests(store, name, kind=EVALUATIONS, runner=runner, only=only)
