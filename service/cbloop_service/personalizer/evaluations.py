@@ -60,7 +60,7 @@ def new_id() -> str:
     return f"pz-{compact_ts()}-{secrets.token_hex(4)}"
 
 
-def _time(text: str, field: str) -> datetime:
+def parse_time(text: str, field: str) -> datetime:
     try:
         return parse_ts(text)
     except ValueError:
@@ -95,8 +95,8 @@ def new_request(
         id=evaluation_id,
         experiment=experiment_name,
         name=body.name,
-        start=_time(body.start_time, "startTime"),
-        end=_time(body.end_time, "endTime"),
+        start=parse_time(body.start_time, "startTime"),
+        end=parse_time(body.end_time, "endTime"),
         policies=tuple(specs),
         created_at=format_ts(),
     )

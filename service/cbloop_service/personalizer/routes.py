@@ -28,12 +28,14 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from starlette.responses import Response
 
 from cbloop import evaluation_requests as requests_store
+from cbloop.evaluation_requests import EVALUATIONS, FEATURE_IMPORTANCES, EvaluationRequest
 from cbloop.personalizer_features import to_namespaces
 from cbloop.registry import RegistryError
 from cbloop_service.deps import presented_key
 from cbloop_service.errors import ServiceUnavailable
 from cbloop_service.personalizer import configuration as config_map
 from cbloop_service.personalizer import evaluations as eval_map
+from cbloop_service.personalizer import feature_importances as fi_map
 from cbloop_service.personalizer import models
 from cbloop_service.personalizer.errors import (
     PersonalizerError,
@@ -45,6 +47,7 @@ from cbloop_service.personalizer.errors import (
 from cbloop_service.personalizer.paths import CollapseSlashes
 from cbloop_service.personalizer.schemas import (
     EvaluationContract,
+    FeatureImportanceContract,
     ModelProperties,
     PolicyContract,
     RankedAction,
@@ -168,6 +171,49 @@ def _writer(request: Request, service: ServiceState, why: str) -> ExperimentWrit
     if key is not None:
         by += f" (key sha256:{hashlib.sha256(key.encode()).hexdigest()[:12]})"
     return CatalogWriter(service, by=by, why=why)
+
+
+#: Words of each kind of stored request in answers: (text, error-code stem).
+_KIND_WORDS = {
+    EVALUATIONS: ("evaluation", "Evaluation"),
+    FEATURE_IMPORTANCES: ("feature importance", "FeatureImportance"),
+}
+
+
+async def _store_new(service: ServiceState, req: EvaluationRequest, kind: str) -> None:
+    """Write a new request: 409 when one has that id already."""
+    text, stem = _KIND_WORDS[kind]
+    store = service.registry.store
+    existing = await asyncio.to_thread(
+        requests_store.read_request, store, req.experiment, req.id, kind
+    )
+    if existing is not None:
+        raise PersonalizerError(
+            409, "Conflict", f"{text} {req.id!r} already exists", f"{stem}AlreadyExists"
+        )
+    await asyncio.to_thread(requests_store.write_request, store, req, kind)
+
+
+async def _stored(
+    service: ServiceState, experiment: str, request_id: str, kind: str
+) -> tuple[EvaluationRequest, dict[str, Any] | None]:
+    """A stored request and its result (None: pending); 404 when there is none."""
+    text, stem = _KIND_WORDS[kind]
+    service.policies.get(experiment)
+    store = service.registry.store
+    requests_store.check_id(request_id)
+    req = await asyncio.to_thread(requests_store.read_request, store, experiment, request_id, kind)
+    if req is None:
+        raise PersonalizerError(
+            404,
+            "ResourceNotFound",
+            f"no {text} {request_id!r} in experiment {experiment!r}",
+            f"{stem}NotFound",
+        )
+    result = await asyncio.to_thread(
+        requests_store.read_result, store, experiment, request_id, kind
+    )
+    return req, result
 
 
 # -- routes ---------------------------------------------------------------------------------
@@ -361,32 +407,14 @@ def build_router() -> APIRouter:
         return _json(props.wire())
 
     # -- evaluations (run by the learning loop; see personalizer.evaluations) -------------
-    async def _create(
-        body: EvaluationContract, service: ServiceState, experiment: str, evaluation_id: str
-    ) -> requests_store.EvaluationRequest:
-        holder = service.policies.get(experiment)
-        store = service.registry.store
-        requests_store.check_id(evaluation_id)
-        existing = await asyncio.to_thread(
-            requests_store.read_request, store, experiment, evaluation_id
-        )
-        if existing is not None:
-            raise PersonalizerError(
-                409,
-                "Conflict",
-                f"evaluation {evaluation_id!r} already exists",
-                "EvaluationAlreadyExists",
-            )
-        req = eval_map.new_request(body, evaluation_id, experiment, holder.settings)
-        await asyncio.to_thread(requests_store.write_request, store, req)
-        return req
-
     @router.post("/evaluations", status_code=201, openapi_extra=_code("InvalidEvaluationContract"))
     async def personalizer_create_evaluation(
         body: EvaluationContract, service: Admin, experiment: Experiment, request: Request
     ) -> Response:
         """Submit an offline evaluation (v1.0: the id is made here): 201, pending."""
-        req = await _create(body, service, experiment, eval_map.new_id())
+        holder = service.policies.get(experiment)
+        req = eval_map.new_request(body, eval_map.new_id(), experiment, holder.settings)
+        await _store_new(service, req, EVALUATIONS)
         return _json(eval_map.evaluation(req, None, v1=_v1(request)), 201)
 
     @router.put(
@@ -402,34 +430,17 @@ def build_router() -> APIRouter:
         request: Request,
     ) -> Response:
         """Submit an offline evaluation under the caller's id (later versions): 200."""
-        req = await _create(body, service, experiment, evaluationId)
+        holder = service.policies.get(experiment)
+        req = eval_map.new_request(body, evaluationId, experiment, holder.settings)
+        await _store_new(service, req, EVALUATIONS)
         return _json(eval_map.evaluation(req, None, v1=_v1(request)))
-
-    async def _read(
-        service: ServiceState, experiment: str, evaluation_id: str
-    ) -> tuple[requests_store.EvaluationRequest, dict[str, Any] | None]:
-        service.policies.get(experiment)
-        store = service.registry.store
-        requests_store.check_id(evaluation_id)
-        req = await asyncio.to_thread(requests_store.read_request, store, experiment, evaluation_id)
-        if req is None:
-            raise PersonalizerError(
-                404,
-                "ResourceNotFound",
-                f"no evaluation {evaluation_id!r} in experiment {experiment!r}",
-                "EvaluationNotFound",
-            )
-        result = await asyncio.to_thread(
-            requests_store.read_result, store, experiment, evaluation_id
-        )
-        return req, result
 
     @router.get("/evaluations/{evaluationId}")
     async def personalizer_get_evaluation(
         evaluationId: str, service: Admin, experiment: Experiment, request: Request
     ) -> Response:
         """The evaluation and, once the loop has run it, its figures."""
-        req, result = await _read(service, experiment, evaluationId)
+        req, result = await _stored(service, experiment, evaluationId, EVALUATIONS)
         return _json(eval_map.evaluation(req, result, v1=_v1(request)))
 
     @router.get("/evaluations")
@@ -439,11 +450,11 @@ def build_router() -> APIRouter:
         """Every evaluation of the experiment, oldest first."""
         service.policies.get(experiment)
         store = service.registry.store
-        ids = await asyncio.to_thread(requests_store.evaluation_ids, store, experiment)
+        ids = await asyncio.to_thread(requests_store.evaluation_ids, store, experiment, EVALUATIONS)
         v1 = _v1(request)
         items = []
         for evaluation_id in ids:
-            req, result = await _read(service, experiment, evaluation_id)
+            req, result = await _stored(service, experiment, evaluation_id, EVALUATIONS)
             items.append(eval_map.details(req, result, v1=v1))
         items.sort(key=lambda e: (e["creationTime"], e["id"]))
         return _json(items if v1 else {"value": items, "nextLink": None})
@@ -453,16 +464,75 @@ def build_router() -> APIRouter:
         evaluationId: str, service: Admin, experiment: Experiment
     ) -> Response:
         """Remove the evaluation (request and figures): 204."""
-        await _read(service, experiment, evaluationId)
+        await _stored(service, experiment, evaluationId, EVALUATIONS)
         await asyncio.to_thread(
-            requests_store.delete_evaluation, service.registry.store, experiment, evaluationId
+            requests_store.delete_evaluation,
+            service.registry.store,
+            experiment,
+            evaluationId,
+            EVALUATIONS,
+        )
+        return Response(status_code=204)
+
+    # -- feature importances (run by the learning loop; see personalizer.feature_importances)
+    @router.put(
+        "/featureImportances/{featureImportanceId}",
+        openapi_extra=_code("InvalidContract"),
+    )
+    async def personalizer_create_feature_importance(
+        featureImportanceId: str,
+        body: FeatureImportanceContract,
+        service: Admin,
+        experiment: Experiment,
+    ) -> Response:
+        """Submit a feature importance: 200, NotSubmitted until the loop has run it."""
+        service.policies.get(experiment)
+        requests_store.check_id(featureImportanceId)
+        req = fi_map.new_request(body, featureImportanceId, experiment)
+        await _store_new(service, req, FEATURE_IMPORTANCES)
+        return _json(fi_map.feature_importance(req, None))
+
+    @router.get("/featureImportances/{featureImportanceId}")
+    async def personalizer_get_feature_importance(
+        featureImportanceId: str, service: Admin, experiment: Experiment
+    ) -> Response:
+        """The feature importance and, once the loop has run it, its scores."""
+        req, result = await _stored(service, experiment, featureImportanceId, FEATURE_IMPORTANCES)
+        return _json(fi_map.feature_importance(req, result))
+
+    @router.get("/featureImportances")
+    async def personalizer_list_feature_importances(
+        service: Admin, experiment: Experiment
+    ) -> Response:
+        """Every feature importance of the experiment, oldest first."""
+        service.policies.get(experiment)
+        ids = await asyncio.to_thread(
+            requests_store.evaluation_ids, service.registry.store, experiment, FEATURE_IMPORTANCES
+        )
+        items = []
+        for importance_id in ids:
+            req, result = await _stored(service, experiment, importance_id, FEATURE_IMPORTANCES)
+            items.append(fi_map.details(req, result))
+        items.sort(key=lambda e: (e["creationTime"], e["id"]))
+        return _json({"value": items, "nextLink": None})
+
+    @router.delete("/featureImportances/{featureImportanceId}", status_code=204)
+    async def personalizer_delete_feature_importance(
+        featureImportanceId: str, service: Admin, experiment: Experiment
+    ) -> Response:
+        """Remove the feature importance (request and scores): 204."""
+        await _stored(service, experiment, featureImportanceId, FEATURE_IMPORTANCES)
+        await asyncio.to_thread(
+            requests_store.delete_evaluation,
+            service.registry.store,
+            experiment,
+            featureImportanceId,
+            FEATURE_IMPORTANCES,
         )
         return Response(status_code=204)
 
     # -- not in cbloop's Personalizer API yet -----------------------------------------------
     for path, methods in (
-        ("/featureImportances", ["GET"]),
-        ("/featureImportances/{featureImportanceId}", ["GET", "PUT", "DELETE"]),
         ("/configurations/applyFromEvaluation", ["POST"]),
         ("/logs", ["DELETE"]),
         ("/logs/properties", ["GET"]),

@@ -105,3 +105,11 @@ class EvaluationContract(_Wire):
     #: Personalizer's policy search (v1.0 and preview names); cbloop's is `cbloop search`.
     enable_offline_experimentation: bool | None = None
     enable_policy_optimization: bool | None = None
+
+
+class FeatureImportanceContract(_Wire):
+    """A feature importance to compute over a time range."""
+
+    name: str = Field(min_length=1, max_length=256)
+    start_time: str = Field(description="ISO 8601; decisions from this time on.")
+    end_time: str = Field(description="ISO 8601; decisions up to this time.")
