@@ -11,6 +11,7 @@ from tuning_world import EXPERIMENT, UNIFORM_VALUE, World, log_and_join
 
 from cbloop.clock import format_ts, parse_ts
 from cbloop.evaluation_requests import (
+    FEATURE_IMPORTANCES,
     EvaluationRequest,
     PolicySpec,
     pending_requests,
@@ -21,15 +22,16 @@ from cbloop.settings import Settings
 from cbloop.storage import open_store
 from cbloop_pipeline.join_catalog import finished_joins
 from cbloop_pipeline.personalizer_evaluations import ONLINE_POLICY, run_pending
+from cbloop_pipeline.personalizer_feature_importances import run_pending_importances
+from cbloop_pipeline.tuning.features import evaluate_features
 from cbloop_pipeline.tuning.runs import estimate_dict, prepared, train_and_score
 from cbloop_pipeline.warehouse import connect
 
 CROSS = PolicySpec("cross", "--cb_explore_adf -q ui -b 18", "-q ui -b 18", {"type": "squarecb"})
 
 
-@pytest.fixture
-def world(make_settings: Callable[..., Settings]) -> World:
-    settings = make_settings(experiments={"default": EXPERIMENT})
+def _world(make_settings: Callable[..., Settings], **experiment: object) -> World:
+    settings = make_settings(experiments={"default": {**EXPERIMENT, **experiment}})
     log_and_join(settings, 1500, seed=11)
     con = connect(settings.warehouse)
     try:
@@ -37,6 +39,18 @@ def world(make_settings: Callable[..., Settings]) -> World:
     finally:
         con.close()
     return World(settings, open_store(settings.storage), joins)
+
+
+@pytest.fixture
+def world(make_settings: Callable[..., Settings]) -> World:
+    """The tuning world with settings that lack the user x item cross."""
+    return _world(make_settings)
+
+
+@pytest.fixture
+def crossed_world(make_settings: Callable[..., Settings]) -> World:
+    """The same world with settings that have the cross (`-q ui`)."""
+    return _world(make_settings, vw_args="-q ui -b 18")
 
 
 def _request(
@@ -137,3 +151,27 @@ def test_a_policy_the_whitelist_refuses_fails_the_evaluation(world: World) -> No
     assert result["status"] == "failed"
     assert "policy 'bad'" in str(result["error"])
     assert "--data" in str(result["error"])
+
+
+def test_a_feature_importance_over_all_the_data_equals_cbloop_features(
+    crossed_world: World,
+) -> None:
+    world = crossed_world
+    now = datetime.now(UTC)
+    request = _request("fi", now - timedelta(hours=2), now)
+    write_request(world.store, request, FEATURE_IMPORTANCES)
+    done = run_pending_importances(world.store, "default", world.experiment, world.joins)
+    assert done == [("fi", "succeeded")]
+    result = read_result(world.store, "default", "fi", FEATURE_IMPORTANCES)
+    assert result is not None
+    report = result["report"]
+
+    direct = evaluate_features(world.store, "default", world.experiment, world.joins).to_dict()
+    assert report["namespaces"] == direct["namespaces"]
+    assert report["full"] == direct["full"]
+    verdicts = {ns: e["verdict"] for e in report["namespaces"] for ns in e["namespaces"]}
+    assert verdicts["user"] == "helps"
+    assert verdicts["noise"] == "negligible"
+    # The range's input was only lent to the store for the run.
+    leftovers = [i.key for i in world.store.list("personalizer/") if "/input/" in i.key]
+    assert leftovers == []
