@@ -193,3 +193,46 @@ def test_evaluations_need_an_admin_key(make_client: ClientFactory) -> None:
     assert client.get(V1, headers={"Ocp-Apim-Subscription-Key": "c"}).status_code == 403
     created = client.post(V1, json=_body(), headers={"Ocp-Apim-Subscription-Key": "a"})
     assert created.status_code == 201, created.text
+
+
+FEATURES = "/personalizer/featureImportances"
+
+
+def test_a_feature_importance_created_over_http_is_run_by_the_cli(
+    make_settings: Callable[..., Settings], cli: Callable[..., Result]
+) -> None:
+    settings = make_settings(experiments={"default": {**EXPERIMENT, "vw_args": "-q ui -b 18"}})
+    log_and_join(settings, 1500, seed=11)
+    body = {k: v for k, v in _body(name="what matters").items() if k != "policies"}
+    with TestClient(create_app(settings)) as client:
+        put = client.put(f"{FEATURES}/fi-1{QUERY}", json=body)
+        assert put.status_code == 200, put.text
+        assert put.json()["status"] == "NotSubmitted"
+        listed = client.get(f"{FEATURES}{QUERY}").json()["value"]
+        assert [(f["id"], f["status"]) for f in listed] == [("fi-1", "NotSubmitted")]
+
+        ran = cli("evaluations", "run", "-e", "default")
+        assert ran.exit_code == 0, ran.output
+        assert "feature importance fi-1 succeeded" in ran.output
+
+        answer = client.get(f"{FEATURES}/fi-1{QUERY}").json()
+        assert answer["status"] == "Succeeded", answer["description"]
+        scores = {s["namespace"]: s for s in answer["featureScores"]}
+        report = answer["report"]
+        for effect in report["namespaces"]:
+            for namespace in effect["namespaces"]:
+                assert scores[namespace]["score"] == effect["delta"]["value"]
+                assert scores[namespace]["verdict"] == effect["verdict"]
+        # Best first, and the world's known answer: the user namespace carries the signal.
+        values = [s["score"] for s in answer["featureScores"]]
+        assert values == sorted(values, reverse=True)
+        assert scores["user"]["verdict"] == "helps"
+        assert scores["noise"]["verdict"] == "negligible"
+
+        assert client.delete(f"{FEATURES}/fi-1{QUERY}").status_code == 204
+        gone = _error(client.get(f"{FEATURES}/fi-1{QUERY}"), 404)
+        assert gone["innerError"]["code"] == "FeatureImportanceNotFound"
+        backwards = {**body, "startTime": body["endTime"], "endTime": body["startTime"]}
+        bad = _error(client.put(f"{FEATURES}/fi-2{QUERY}", json=backwards), 400)
+        assert "endTime" in bad["message"]
+        assert bad["innerError"]["code"] == "InvalidContract"
