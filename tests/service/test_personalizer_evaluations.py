@@ -6,12 +6,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from click.testing import Result
 from fastapi.testclient import TestClient
 from service_helpers import ClientFactory
 from tuning_world import EXPERIMENT, log_and_join
 
+from cbloop.clock import parse_ts
 from cbloop.settings import Settings
 from cbloop.storage import open_store
 from cbloop_pipeline.join_catalog import finished_joins
@@ -92,6 +94,18 @@ def test_an_evaluation_created_over_http_is_run_by_the_loop_with_cbloops_figures
         assert post.json()["status"] == "pending"
         assert client.get(f"{PREVIEW}/cmp-1{QUERY}").json()["status"] == "NotSubmitted"
 
+        # The logs span the world's decisions, to the hour (read from the segment listing).
+        span = client.get("/personalizer/v1.0/logs/properties").json()["dateRange"]
+        logged = [
+            parse_ts(orjson.loads(line)["Timestamp"])
+            for path in (world.storage.root / "events" / "decisions").rglob("*.jsonl")
+            for line in path.read_bytes().splitlines()
+        ]
+        start, end = parse_ts(span["from"]), parse_ts(span["to"])
+        assert start <= min(logged) <= max(logged) <= end
+        assert (start.minute, start.second) == (0, 0)
+        assert end - start <= timedelta(hours=2)
+
         ran = cli("loop", "--once")
         assert ran.exit_code == 0, ran.output
         assert "evaluation cmp-1 succeeded" in ran.output
@@ -164,6 +178,8 @@ def test_bad_evaluation_bodies_get_personalizer_400s_and_nothing_is_stored(
 
 def test_evaluations_are_listed_deleted_and_unknown_ids_are_404(make_client: ClientFactory) -> None:
     client = make_client()
+    empty = client.get("/personalizer/v1.0/logs/properties").json()
+    assert empty == {"dateRange": {"from": None, "to": None}}
     assert client.put(f"{PREVIEW}/a{QUERY}", json=_body(name="first")).status_code == 200
     assert client.put(f"{PREVIEW}/b{QUERY}", json=_body(name="second")).status_code == 200
     again = _error(client.put(f"{PREVIEW}/a{QUERY}", json=_body()), 409)

@@ -28,6 +28,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from starlette.responses import Response
 
 from cbloop import evaluation_requests as requests_store
+from cbloop.clock import format_ts
 from cbloop.evaluation_requests import EVALUATIONS, FEATURE_IMPORTANCES, EvaluationRequest
 from cbloop.personalizer_features import to_namespaces
 from cbloop.registry import RegistryError
@@ -36,6 +37,7 @@ from cbloop_service.errors import ServiceUnavailable
 from cbloop_service.personalizer import configuration as config_map
 from cbloop_service.personalizer import evaluations as eval_map
 from cbloop_service.personalizer import feature_importances as fi_map
+from cbloop_service.personalizer import logs as logs_map
 from cbloop_service.personalizer import models
 from cbloop_service.personalizer.errors import (
     PersonalizerError,
@@ -531,11 +533,20 @@ def build_router() -> APIRouter:
         )
         return Response(status_code=204)
 
+    # -- logs ---------------------------------------------------------------------------------
+    @router.get("/logs/properties")
+    async def personalizer_log_properties(service: Admin, experiment: Experiment) -> Response:
+        """The span of the logged decisions, to the hour (see personalizer.logs)."""
+        service.policies.get(experiment)
+        span = await asyncio.to_thread(logs_map.date_range, service.registry.store)
+        if span is None:
+            return _json({"dateRange": {"from": None, "to": None}})
+        return _json({"dateRange": {"from": format_ts(span[0]), "to": format_ts(span[1])}})
+
     # -- not in cbloop's Personalizer API yet -----------------------------------------------
     for path, methods in (
         ("/configurations/applyFromEvaluation", ["POST"]),
         ("/logs", ["DELETE"]),
-        ("/logs/properties", ["GET"]),
         ("/logs/interactions", ["POST"]),
         ("/logs/observations", ["POST"]),
     ):
