@@ -117,6 +117,20 @@ def test_an_evaluation_created_over_http_is_run_by_the_loop_with_cbloops_figures
         v1 = client.get(f"{V1}/{v1_id}").json()
         assert v1["status"] == "completed"
 
+        # The winner becomes the experiment's policy (a new version in the store).
+        apply = "/personalizer/v1.0/configurations/applyFromEvaluation"
+        missing = _error(client.post(apply, json={"evaluationId": "cmp-1", "policyName": "x"}), 404)
+        assert missing["innerError"]["code"] == "LearningSettingsNotFound"
+        applied = client.post(apply, json={"evaluationId": "cmp-1", "policyName": "cross"})
+        assert applied.status_code == 204, applied.text
+        policy = client.get("/personalizer/v1.0/configurations/policy").json()
+        assert (
+            policy["arguments"]
+            == policy_spec("cross", CROSS_ARGUMENTS)
+            .settings(world.experiment("default"))
+            .vw_arguments()
+        )
+
     direct = _direct(world)
     for answer in (
         evaluation["content"]["value"],
@@ -190,6 +204,9 @@ def test_evaluations_are_listed_deleted_and_unknown_ids_are_404(make_client: Cli
     assert {e["status"] for e in listed["value"]} == {"NotSubmitted"}
     assert [e["name"] for e in client.get(V1).json()] == ["first", "second"]
 
+    apply = "/personalizer/v1.0/configurations/applyFromEvaluation"
+    pending = _error(client.post(apply, json={"evaluationId": "a", "policyName": "cross"}), 400)
+    assert "has not succeeded" in pending["message"]
     assert client.delete(f"{PREVIEW}/a{QUERY}").status_code == 204
     for response in (
         client.get(f"{PREVIEW}/a{QUERY}"),

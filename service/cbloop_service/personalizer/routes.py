@@ -29,7 +29,12 @@ from starlette.responses import Response
 
 from cbloop import evaluation_requests as requests_store
 from cbloop.clock import format_ts
-from cbloop.evaluation_requests import EVALUATIONS, FEATURE_IMPORTANCES, EvaluationRequest
+from cbloop.evaluation_requests import (
+    EVALUATIONS,
+    FEATURE_IMPORTANCES,
+    SUCCEEDED,
+    EvaluationRequest,
+)
 from cbloop.personalizer_features import to_namespaces
 from cbloop.registry import RegistryError
 from cbloop_service.deps import presented_key
@@ -52,6 +57,7 @@ from cbloop_service.personalizer.schemas import (
     FeatureImportanceContract,
     ModelProperties,
     PolicyContract,
+    PolicyReferenceContract,
     RankedAction,
     RankRequest,
     RankResponse,
@@ -476,6 +482,37 @@ def build_router() -> APIRouter:
         )
         return Response(status_code=204)
 
+    @router.post(
+        "/configurations/applyFromEvaluation",
+        status_code=204,
+        openapi_extra=_code("LearningSettingsNotFound"),
+    )
+    async def personalizer_apply_from_evaluation(
+        body: PolicyReferenceContract, service: Admin, experiment: Experiment, request: Request
+    ) -> Response:
+        """Make an evaluated policy the experiment's VW arguments and exploration: 204."""
+        req, result = await _stored(service, experiment, body.evaluation_id, EVALUATIONS)
+        if result is None or result.get("status") != SUCCEEDED:
+            raise bad_request(
+                f"evaluation {req.id!r} has not succeeded; apply a policy once it has",
+                "EvaluationModelNotFound",
+            )
+        if body.policy_name == eval_map.ONLINE_POLICY:
+            return Response(status_code=204)  # the experiment's settings already
+        policy = next((p for p in req.policies if p.name == body.policy_name), None)
+        if policy is None:
+            raise PersonalizerError(
+                404,
+                "ResourceNotFound",
+                f"evaluation {req.id!r} has no policy {body.policy_name!r}",
+                "LearningSettingsNotFound",
+            )
+        changes = config_map.policy_changes(policy.arguments)
+        why = f"Personalizer API: policy {policy.name!r} of evaluation {req.id!r}"
+        writer = _writer(request, service, why)
+        await asyncio.to_thread(writer.apply, experiment, changes)
+        return Response(status_code=204)
+
     # -- feature importances (run by the learning loop; see personalizer.feature_importances)
     @router.put(
         "/featureImportances/{featureImportanceId}",
@@ -545,7 +582,6 @@ def build_router() -> APIRouter:
 
     # -- not in cbloop's Personalizer API yet -----------------------------------------------
     for path, methods in (
-        ("/configurations/applyFromEvaluation", ["POST"]),
         ("/logs", ["DELETE"]),
         ("/logs/interactions", ["POST"]),
         ("/logs/observations", ["POST"]),
@@ -556,8 +592,8 @@ def build_router() -> APIRouter:
             """Not served by cbloop's Personalizer API yet: 501."""
             raise not_implemented(
                 f"{request.method} {request.url.path.rsplit('/personalizer', 1)[-1]} is not "
-                "served by cbloop's Personalizer API yet: use `cbloop evaluate`, "
-                "`cbloop report` and the retention settings"
+                "served by cbloop's Personalizer API yet: use the retention settings and "
+                "`cbloop import`"
             )
 
     @router.api_route(

@@ -113,3 +113,10 @@ class FeatureImportanceContract(_Wire):
     name: str = Field(min_length=1, max_length=256)
     start_time: str = Field(description="ISO 8601; decisions from this time on.")
     end_time: str = Field(description="ISO 8601; decisions up to this time.")
+
+
+class PolicyReferenceContract(_Wire):
+    """A policy of an evaluation, to make the experiment's settings."""
+
+    evaluation_id: str = Field(min_length=1, max_length=256)
+    policy_name: str = Field(min_length=1, max_length=256)
