@@ -8,9 +8,13 @@ from typing import Any
 
 import orjson
 import pytest
+from azure.ai.personalizer import PersonalizerAdministrationClient
+from azure.core.credentials import AzureKeyCredential
+from azure.core.exceptions import HttpResponseError
 from click.testing import Result
 from fastapi.testclient import TestClient
 from service_helpers import ClientFactory
+from test_personalizer_sdk import served  # noqa: F401 - the SDK tests' running server
 from tuning_world import EXPERIMENT, log_and_join
 
 from cbloop.clock import parse_ts
@@ -269,3 +273,29 @@ def test_a_feature_importance_created_over_http_is_run_by_the_cli(
         bad = _error(client.put(f"{FEATURES}/fi-2{QUERY}", json=backwards), 400)
         assert "endTime" in bad["message"]
         assert bad["innerError"]["code"] == "InvalidContract"
+
+
+def test_the_python_sdk_creates_reads_lists_and_deletes_evaluations(
+    request: pytest.FixtureRequest,
+) -> None:
+    endpoint, _ = request.getfixturevalue("served")
+    admin: Any = PersonalizerAdministrationClient(endpoint, AzureKeyCredential("admin-key"))
+    now = datetime.now(UTC)
+    body = _body()
+    assert admin.create_evaluation("sdk-eval", body) is None
+    got = admin.get_evaluation("sdk-eval", start_time=now - timedelta(hours=2), end_time=now)
+    assert (got["id"], got["name"], got["status"]) == ("sdk-eval", body["name"], "NotSubmitted")
+    assert [e["id"] for e in admin.list_evaluations()] == ["sdk-eval"]
+    with pytest.raises(HttpResponseError, match="has not succeeded"):
+        admin.apply_from_evaluation({"evaluationId": "sdk-eval", "policyName": "cross"})
+    assert admin.delete_evaluation("sdk-eval") is None
+    with pytest.raises(HttpResponseError) as missing:
+        admin.get_evaluation("sdk-eval", start_time=now, end_time=now)
+    assert missing.value.status_code == 404
+
+    fi = {k: v for k, v in body.items() if k != "policies"}
+    assert admin.create_feature_importance("sdk-fi", fi) is None
+    assert admin.get_feature_importance("sdk-fi")["status"] == "NotSubmitted"
+    assert [f["id"] for f in admin.list_feature_importances()] == ["sdk-fi"]
+    assert admin.delete_feature_importance("sdk-fi") is None
+    assert list(admin.list_feature_importances()) == []
