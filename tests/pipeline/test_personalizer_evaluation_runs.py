@@ -21,6 +21,7 @@ from cbloop.evaluation_requests import (
 from cbloop.settings import Settings
 from cbloop.storage import open_store
 from cbloop_pipeline.join_catalog import finished_joins
+from cbloop_pipeline.learning import evaluate_command, train_command
 from cbloop_pipeline.personalizer_evaluations import ONLINE_POLICY, run_pending
 from cbloop_pipeline.personalizer_feature_importances import run_pending_importances
 from cbloop_pipeline.tuning.features import evaluate_features
@@ -175,3 +176,15 @@ def test_a_feature_importance_over_all_the_data_equals_cbloop_features(
     # The range's input was only lent to the store for the run.
     leftovers = [i.key for i in world.store.list("personalizer/") if "/input/" in i.key]
     assert leftovers == []
+
+
+def test_the_online_policy_figures_equal_cbloop_evaluate(world: World) -> None:
+    trained = train_command(world.settings, "default", fresh=True)
+    assert trained.model is not None
+    record = evaluate_command(world.settings, "default", model_id=trained.model.model_id)
+    now = datetime.now(UTC)
+    result = _run(world, _request("vs-evaluate", now - timedelta(hours=2), now))
+    online = result["policies"][0]  # type: ignore[index]
+    assert online["name"] == ONLINE_POLICY
+    assert online["estimates"] == record["policies"]["candidate"]["estimates"]
+    assert result["logging_policy"] == record["policies"]["logging"]["estimates"]["logging"]
