@@ -18,6 +18,7 @@ from test_personalizer_sdk import served  # noqa: F401 - the SDK tests' running 
 from tuning_world import EXPERIMENT, log_and_join
 
 from cbloop.clock import parse_ts
+from cbloop.registry import ModelRegistry
 from cbloop.settings import Settings
 from cbloop.storage import open_store
 from cbloop_pipeline.join_catalog import finished_joins
@@ -136,6 +137,19 @@ def test_an_evaluation_created_over_http_is_run_by_the_loop_with_cbloops_figures
         )
 
     direct = _direct(world)
+    # The loop's own `evaluate` step scored the model it trained on the same joins: the
+    # evaluation's Online Policy (the same settings, trained on the same events) equals it.
+    evaluated = [
+        m.evaluations[-1]
+        for m in ModelRegistry(open_store(world.storage)).list_models("default")
+        if m.evaluations
+    ]
+    assert len(evaluated) == 1
+    online_answer = {r["name"]: r for r in evaluation["policyResults"]}["Online Policy"]
+    assert online_answer["estimates"] == evaluated[0]["policies"]["candidate"]["estimates"]
+    assert (
+        evaluation["loggingPolicy"] == evaluated[0]["policies"]["logging"]["estimates"]["logging"]
+    )
     for answer in (
         evaluation["content"]["value"],
         evaluation["policyResults"],
