@@ -9,11 +9,12 @@ which these routes read back. What maps to what:
 * body `policies[]` `{name, arguments}`: each trained fresh on the range's train split and
   scored on its eval split; `arguments` go through the same mapping as a policy update
   (`--epsilon`, `--squarecb`, ... become `exploration`; the learning flags pass cbloop's
-  whitelist), so a refused flag is a 400 at creation. The experiment's own settings are
-  always evaluated too, as `Online Policy`.
+  whitelist), so a refused flag is a 400 at creation. The experiment's own settings (those
+  it has when the loop runs the request) are always evaluated too, as `Online Policy`.
 * `enableOfflineExperimentation` / `enablePolicyOptimization`: refused when true (policy
   search is `cbloop search`).
-* `status`: pending -> `pending` (v1.0) / `NotSubmitted` (later versions); succeeded ->
+* `status`: pending (also while the loop runs it) -> `pending` (v1.0) / `NotSubmitted`
+  (later versions); succeeded ->
   `completed` / `Succeeded`; failed -> `failed` / `Failed` (the reason in `description`).
 * `policyResults[]` (v1.0; also as `content.value`, the preview's place): `name`,
   `arguments`, `policySource` (`Online` or `Custom`), and one `summary[]` entry equal to

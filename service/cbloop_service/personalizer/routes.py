@@ -12,6 +12,10 @@ Bearer` work too) and is checked like cbloop's own keys; configuration and model
 need an admin key. Rank, reward and activate run the native API's own functions (limits,
 encoder, seeded draw, decision line), so a Personalizer call logs what the equivalent
 `/v1/rank` call logs.
+
+Evaluations and feature importances are requests in the store (cbloop.evaluation_requests):
+the routes write and read them, the learning loop runs them (the service never writes the
+warehouse); their mapping is in personalizer.evaluations and personalizer.feature_importances.
 """
 
 from __future__ import annotations
