@@ -221,6 +221,9 @@ def test_evaluations_are_listed_deleted_and_unknown_ids_are_404(make_client: Cli
     assert [e["id"] for e in listed["value"]] == ["a", "b"]
     assert {e["status"] for e in listed["value"]} == {"NotSubmitted"}
     assert [e["name"] for e in client.get(V1).json()] == ["first", "second"]
+    paged = client.get(f"{PREVIEW}{QUERY}&skip=1&top=1").json()["value"]
+    assert [e["id"] for e in paged] == ["b"]
+    assert _error(client.get(f"{PREVIEW}{QUERY}&top=-1"), 400)["code"] == "BadRequest"
 
     apply = "/personalizer/v1.0/configurations/applyFromEvaluation"
     pending = _error(client.post(apply, json={"evaluationId": "a", "policyName": "cross"}), 400)

@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -125,9 +126,27 @@ async def admin(request: Request) -> ServiceState:
     return service
 
 
+@dataclass(frozen=True)
+class _Page:
+    skip: int
+    top: int | None
+
+    def of(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return items[self.skip :][: self.top] if self.top is not None else items[self.skip :]
+
+
+async def _page(
+    top: Annotated[int | None, Query(ge=0)] = None,
+    skip: Annotated[int, Query(ge=0)] = 0,
+) -> _Page:
+    """The 2022 swagger's `top` and `skip` of its lists (`maxpagesize`: one page holds all)."""
+    return _Page(skip, top)
+
+
 Client = Annotated[ServiceState, Depends(client)]
 Admin = Annotated[ServiceState, Depends(admin)]
 Experiment = Annotated[str, Depends(_experiment)]
+Page = Annotated[_Page, Depends(_page)]
 
 
 async def _check_api_version(
@@ -457,9 +476,9 @@ def build_router() -> APIRouter:
 
     @router.get("/evaluations")
     async def personalizer_list_evaluations(
-        service: Admin, experiment: Experiment, request: Request
+        service: Admin, experiment: Experiment, request: Request, page: Page
     ) -> Response:
-        """Every evaluation of the experiment, oldest first."""
+        """The experiment's evaluations, oldest first (`skip`, then at most `top`)."""
         service.policies.get(experiment)
         store = service.registry.store
         ids = await asyncio.to_thread(requests_store.evaluation_ids, store, experiment, EVALUATIONS)
@@ -468,7 +487,7 @@ def build_router() -> APIRouter:
         for evaluation_id in ids:
             req, result = await _stored(service, experiment, evaluation_id, EVALUATIONS)
             items.append(eval_map.details(req, result, v1=v1))
-        items.sort(key=lambda e: (e["creationTime"], e["id"]))
+        items = page.of(sorted(items, key=lambda e: (e["creationTime"], e["id"])))
         return _json(items if v1 else {"value": items, "nextLink": None})
 
     @router.delete("/evaluations/{evaluationId}", status_code=204)
@@ -545,9 +564,9 @@ def build_router() -> APIRouter:
 
     @router.get("/featureImportances")
     async def personalizer_list_feature_importances(
-        service: Admin, experiment: Experiment
+        service: Admin, experiment: Experiment, page: Page
     ) -> Response:
-        """Every feature importance of the experiment, oldest first."""
+        """The experiment's feature importances, oldest first (`skip`, then at most `top`)."""
         service.policies.get(experiment)
         ids = await asyncio.to_thread(
             requests_store.evaluation_ids, service.registry.store, experiment, FEATURE_IMPORTANCES
@@ -556,7 +575,7 @@ def build_router() -> APIRouter:
         for importance_id in ids:
             req, result = await _stored(service, experiment, importance_id, FEATURE_IMPORTANCES)
             items.append(fi_map.details(req, result))
-        items.sort(key=lambda e: (e["creationTime"], e["id"]))
+        items = page.of(sorted(items, key=lambda e: (e["creationTime"], e["id"])))
         return _json({"value": items, "nextLink": None})
 
     @router.delete("/featureImportances/{featureImportanceId}", status_code=204)
